@@ -1,0 +1,42 @@
+# make train: set up .venv and train the quickstart model; make test: the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+# the newest run's last checkpoint, for `make sample`
+CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
+
+.PHONY: setup train test sample lint fashion-mnist clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m diffusion_lit.train experiment=quickstart $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+
+sample: $(STAMP)
+	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }
+	$(BIN)/python -m diffusion_lit.sample ckpt_path=$(CKPT) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check diffusion_lit tests
+	$(BIN)/ruff format --check diffusion_lit tests
+
+# Debian's Fashion-MNIST idx files, unpacked where data=fashion_mnist reads them offline
+fashion-mnist:
+	test -d /usr/share/datasets/fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; }
+	mkdir -p data/FashionMNIST/raw
+	for f in /usr/share/datasets/fashion-mnist/*.gz; do gunzip -c $$f > data/FashionMNIST/raw/$$(basename $$f .gz); done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,120 @@
+"""One LightningDataModule for every image dataset: transforms, a seeded train/val split,
+per-device batches, and the class prompts the model is conditioned on."""
+
+from collections.abc import Callable
+from functools import partial
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms as T
+
+from diffusion_lit.data import class_prompts
+
+
+def _convert(image, mode: str):
+    return image.convert(mode)  # a module-level function so worker processes can pickle it
+
+
+def image_transform(image_size: int, channels: int, hflip: bool) -> T.Compose:
+    """PIL image → tensor in [-1, 1] of shape (channels, image_size, image_size)."""
+    if channels not in (1, 3):
+        raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+    steps = [
+        T.Lambda(partial(_convert, mode="L" if channels == 1 else "RGB")),
+        T.Resize(image_size, antialias=True),
+        T.CenterCrop(image_size),
+    ]
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)]
+    return T.Compose(steps)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Builds ``dataset(transform=..., **dataset_kwargs)`` (a dataset with ``.classes``), so
+    ``data.root`` or ``data.download`` in the config go straight to the dataset class.
+
+    ``batch_size`` is the global batch: each of the trainer's devices gets an equal share.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable[..., Dataset],
+        image_size: int,
+        channels: int,
+        prompt_templates: list[str],
+        val_fraction: float = 0.1,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        hflip: bool = False,
+        split_seed: int = 0,
+        **dataset_kwargs,
+    ):
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
+        self.dataset = partial(dataset, **dataset_kwargs)
+        self.image_size, self.channels, self.hflip = image_size, channels, hflip
+        self.prompt_templates = list(prompt_templates)
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self._classes: list[str] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        if self._classes is None:
+            self._classes = list(self.dataset(transform=None).classes)
+        return self._classes
+
+    @property
+    def class_prompts(self) -> list[list[str]]:
+        return class_prompts(self.class_names, self.prompt_templates)
+
+    def prepare_data(self) -> None:
+        self.dataset(transform=None)  # downloads where the dataset can; fails early otherwise
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_full = self.dataset(
+            transform=image_transform(self.image_size, self.channels, self.hflip)
+        )
+        val_full = self.dataset(transform=image_transform(self.image_size, self.channels, False))
+        n = len(train_full)
+        n_val = max(1, round(n * self.val_fraction))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        self.train_set = Subset(train_full, order[n_val:])
+        self.val_set = Subset(val_full, order[:n_val])
+        self._classes = list(train_full.classes)
+
+    def _per_device_batch(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is not divisible by the {world} devices; "
+                f"use a multiple of {world}."
+            )
+        return self.batch_size // world
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self._per_device_batch(),
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,62 @@
+"""The seed's simple UNet: learned time embedding, additive text conditioning, 2 pooling levels."""
+
+import torch
+from torch import nn
+
+from diffusion_lit.models.layers import (
+    ConditionalDropout,
+    LearnedTimeEmbedding,
+    ResBlock,
+    check_image_size,
+    group_norm,
+)
+
+
+class SimpleUNet(nn.Module):
+    """Predicts the noise ε in a noisy image x_t given the timestep t and a pooled text embedding.
+
+    Widths: ``base_channels`` at full resolution, ``2 × base_channels`` at 1/2 and 1/4.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        text_dim: int,
+        timesteps: int = 1000,
+        base_channels: int = 64,
+        time_dim: int = 128,
+        cond_drop_prob: float = 0.1,
+    ):
+        super().__init__()
+        check_image_size(image_size, 4)
+        c, c2 = base_channels, 2 * base_channels
+        self.image_size, self.in_channels, self.text_dim = image_size, in_channels, text_dim
+
+        self.time_embed = LearnedTimeEmbedding(timesteps, time_dim)
+        self.text_proj = nn.Linear(text_dim, time_dim)
+        self.cond_dropout = ConditionalDropout(cond_drop_prob)
+
+        self.down1 = ResBlock(in_channels, c, time_dim)
+        self.down2 = ResBlock(c, c2, time_dim)
+        self.bottleneck = ResBlock(c2, c2, time_dim)
+        self.up1 = ResBlock(c2 + c2, c, time_dim)
+        self.up2 = ResBlock(c + c, c, time_dim)
+        self.pool = nn.MaxPool2d(2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 1))
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (B, C, H, W), t: (B,) int64, text: (B, text_dim) pooled embedding or None (null)."""
+        if text is None:  # the null (unconditional) embedding is zero, as in cond-dropout
+            text = x.new_zeros(x.shape[0], self.text_dim)
+        cond = self.time_embed(t) + self.text_proj(self.cond_dropout(text))  # e_t + W_text·e_text
+
+        d1 = self.down1(x, cond)  # (B, c, H, W)
+        d2 = self.down2(self.pool(d1), cond)  # (B, 2c, H/2, W/2)
+        b = self.bottleneck(self.pool(d2), cond)  # (B, 2c, H/4, W/4)
+        u1 = self.up1(torch.cat([self.upsample(b), d2], dim=1), cond)  # (B, c, H/2, W/2)
+        u2 = self.up2(torch.cat([self.upsample(u1), d1], dim=1), cond)  # (B, c, H, W)
+        return self.head(u2)

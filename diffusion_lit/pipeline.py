@@ -1,0 +1,115 @@
+"""The Python sampling API: load a checkpoint once, turn prompts into images."""
+
+import re
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import save_image
+
+from diffusion_lit.module import DiffusionModule
+from diffusion_lit.text import TextEncoder
+
+
+def slugify(prompt: str) -> str:
+    """'Draw a six!' → 'draw_a_six': lower case, runs outside a–z0–9 become one '_'."""
+    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TextToImage:
+    """Text-to-image sampling with classifier-free guidance::
+
+        pipe = TextToImage.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")
+        images = pipe(["Draw a six", "Draw a one"], num_images=4, seed=0)  # (2, 4, C, H, W)
+        pipe.to_pil(images)[0][0].save("six.png")
+
+    Class prompts stored in the checkpoint use their saved embeddings; any other prompt goes
+    through the checkpoint's text encoder, loaded on first use.
+    """
+
+    def __init__(self, module: DiffusionModule):
+        self.module = module.eval()
+        self._encoder: TextEncoder | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "TextToImage":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt."
+            )
+        module = DiffusionModule.load_from_checkpoint(path, map_location="cpu")
+        return cls(module.to(resolve_device(device)))
+
+    @property
+    def class_prompts(self) -> list[str]:
+        """The first prompt of every class the model was trained on."""
+        return [prompts[0] for prompts in self.module.hparams.class_prompts]
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """Pooled text embeddings (P, D): saved ones for class prompts, the encoder for others."""
+        stored = {
+            p: (c, k)
+            for c, templates in enumerate(self.module.hparams.class_prompts)
+            for k, p in enumerate(templates)
+        }
+        if all(p in stored for p in prompts) and prompts:
+            index = torch.tensor([stored[p] for p in prompts])
+            return self.module.prompts.pooled[index[:, 0], index[:, 1]]
+        if self._encoder is None:
+            self._encoder = instantiate(self.module.hparams.text_encoder)
+        return self._encoder.encode(prompts).pooled.to(self.module.device)
+
+    def __call__(
+        self,
+        prompts: list[str] | None = None,
+        num_images: int = 1,
+        guidance_scale: float = 3.0,
+        steps: int | None = None,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
+        ``steps`` below T uses evenly spaced DDPM steps; the same seed gives the same images."""
+        prompts = self.class_prompts if prompts is None else list(prompts)
+        if not prompts:
+            raise ValueError("The prompt list is empty: give at least one prompt.")
+        if num_images < 1:
+            raise ValueError(f"num_images must be at least 1, got {num_images}.")
+        text = self.embed(prompts).repeat_interleave(num_images, dim=0)  # (P·N, D)
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.cat(
+            [
+                self.module.generate(chunk, guidance_scale, steps, generator, progress)
+                for chunk in text.split(batch_size)
+            ]
+        )
+        images = ((images.float().cpu() + 1) / 2).clamp(0, 1)
+        return images.view(len(prompts), num_images, *images.shape[1:])
+
+    @staticmethod
+    def to_pil(images: torch.Tensor) -> list[list[Image.Image]]:
+        return [[to_pil_image(image) for image in row] for row in images]
+
+    @staticmethod
+    def save(images: torch.Tensor, prompts: list[str], out_dir: str | Path) -> Path:
+        """Writes ``<out_dir>/<slug>/000.png, …`` per prompt and ``<out_dir>/grid.png`` (a row
+        per prompt); returns the grid's path."""
+        out_dir = Path(out_dir)
+        for prompt, row in zip(prompts, images, strict=True):
+            prompt_dir = out_dir / slugify(prompt)
+            prompt_dir.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(row):
+                save_image(image, prompt_dir / f"{i:03d}.png")
+        grid = out_dir / "grid.png"
+        save_image(images.flatten(0, 1), grid, nrow=images.shape[1])
+        return grid

@@ -1,0 +1,39 @@
+"""Sampling entry point: ``python -m diffusion_lit.sample ckpt_path=<ckpt> prompts='[...]'``."""
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from diffusion_lit.pipeline import TextToImage
+
+log = logging.getLogger(__name__)
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Writes ``<out_dir>/<slug>/NNN.png`` per prompt and ``<out_dir>/grid.png``; returns grid."""
+    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device)
+    prompts = pipe.class_prompts if cfg.prompts is None else list(cfg.prompts)
+    images = pipe(
+        prompts,
+        num_images=cfg.num_images,
+        guidance_scale=cfg.guidance_scale,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+    )
+    grid = pipe.save(images, prompts, cfg.out_dir)
+    log.info(
+        "Wrote %d images per prompt for %d prompts; grid: %s", cfg.num_images, len(prompts), grid
+    )
+    return grid
+
+
+@hydra.main(config_path="../conf", config_name="sample", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    sample(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: tests run offline
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
+sys.path.insert(0, str(Path(__file__).parent))  # tests' helper modules (clip_fixture, ...)
+
+# A model and data small enough for a 2-core CPU: 8×8 digits, T = 20, a few channels.
+TINY = [
+    "data=digits",
+    "data.image_size=8",
+    "data.batch_size=32",
+    "data.num_workers=0",
+    "model.base_channels=4",
+    "model.time_dim=8",
+    "schedule.timesteps=20",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "callbacks.sample_grid.num_per_class=2",
+    "callbacks.sample_grid.steps=5",
+]
+
+
+def compose_train(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.run_dir = str(run_dir)
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """The tiny training config writing into a fresh run dir; extra overrides may be passed."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_train(TINY + list(overrides), run_dir=tmp_path / "run")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny training run shared by the tests that need a checkpoint."""
+    from diffusion_lit.train import train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    cfg = compose_train(TINY, run_dir=run_dir)
+    metrics, objects = train(cfg)
+    return run_dir, metrics, objects

@@ -1,0 +1,27 @@
+"""A callback the DDP test adds from the command line: every rank writes what it saw."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+
+
+class RankProbe(L.Callback):
+    def __init__(self, out_dir: str):
+        self.out_dir, self.losses = Path(out_dir), []
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.losses = []
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ):
+        self.losses.append(float(outputs))
+
+    def on_train_end(self, trainer, pl_module):
+        record = {
+            "local_val_losses": self.losses,
+            "val/loss": float(trainer.callback_metrics["val/loss"]),
+        }
+        path = self.out_dir / f"probe_rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(record))

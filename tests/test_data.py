@@ -1,0 +1,150 @@
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion_lit.data import MNIST, Digits, FlowerFolder, class_prompts
+from diffusion_lit.datamodule import ImageDataModule, image_transform
+
+
+def write_image(path, color=(200, 30, 30), mode="RGB", size=(20, 16)):
+    Image.new(mode, size, color).save(path)
+    return path
+
+
+@pytest.fixture
+def flower_dir(tmp_path):
+    root = tmp_path / "flowers"
+    root.mkdir()
+    for name in ["tulip_0.jpg", "tulip_1.JPG", "orchid_0.jpeg", "red_rose_7.png", "red_rose_8.PNG"]:
+        write_image(root / name)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_flower_classes_come_from_the_text_before_the_last_underscore(flower_dir):
+    ds = FlowerFolder(flower_dir)
+    assert len(ds) == 5
+    assert ds.classes == ["orchid", "red_rose", "tulip"]
+    labels = {f.name: ds.targets[i] for i, f in enumerate(ds.files)}
+    assert labels == {
+        "orchid_0.jpeg": 0,
+        "red_rose_7.png": 1,
+        "red_rose_8.PNG": 1,
+        "tulip_0.jpg": 2,
+        "tulip_1.JPG": 2,
+    }
+    image, label = ds[0]
+    assert image.mode == "RGB" and label == 0
+
+
+def test_flower_file_without_underscore_is_named_in_the_error(flower_dir):
+    write_image(flower_dir / "daisy.jpg")
+    with pytest.raises(ValueError, match=r"daisy\.jpg.*<class>_<index>"):
+        FlowerFolder(flower_dir)
+
+
+def test_missing_or_empty_flower_folder_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*data.root"):
+        FlowerFolder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="No .jpg"):
+        FlowerFolder(tmp_path / "empty")
+
+
+def test_corrupt_image_is_skipped_with_a_warning_naming_it(flower_dir, caplog):
+    (flower_dir / "aster_0.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    good = write_image(flower_dir / "aster_1.jpg")
+    truncated = flower_dir / "aster_2.jpg"
+    truncated.write_bytes(good.read_bytes()[:200])
+    ds = FlowerFolder(flower_dir)
+    with caplog.at_level("WARNING"):
+        image, label = ds[0]  # aster_0.jpg is unreadable: its neighbour aster_1.jpg comes back
+        ds[2]
+    assert label == ds.class_to_idx["aster"] and image.size == (20, 16)
+    assert "aster_0.jpg" in caplog.text and "aster_2.jpg" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "mode,color", [("L", 128), ("P", 3), ("RGBA", (1, 2, 3, 0)), ("CMYK", (0, 50, 100, 0))]
+)
+def test_any_image_mode_becomes_the_configured_channels(mode, color):
+    image = Image.new(mode, (10, 12), color)
+    for channels in (1, 3):
+        x = image_transform(8, channels, hflip=False)(image)
+        assert x.shape == (channels, 8, 8) and x.min() >= -1 and x.max() <= 1
+
+
+def write_idx(path, array: np.ndarray):
+    dims = array.shape
+    code = 0x08  # unsigned byte
+    header = struct.pack(">HBB", 0, code, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_reads_idx_files_through_torchvision(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in [("train", 6), ("t10k", 3)]:
+        write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
+    ds = MNIST(tmp_path, download=False)
+    assert len(ds) == 6 and ds.classes[6] == "six"
+    image, label = ds[5]
+    assert image.size == (28, 28) and label == 5
+
+
+def test_mnist_missing_offline_says_where_to_put_the_files(tmp_path):
+    with pytest.raises(RuntimeError, match=r"MNIST/raw.*train-images-idx3-ubyte"):
+        MNIST(tmp_path, download=False)
+
+
+def test_digits_are_the_bundled_1797_images():
+    ds = Digits()
+    image, label = ds[0]
+    assert len(ds) == 1797 and ds.classes[label] == "zero" and image.size == (8, 8)
+
+
+def test_class_prompts_from_templates():
+    prompts = class_prompts(["six", "red_rose"], ["Draw a {name}", "{Name}"])
+    assert prompts == [["Draw a six", "Six"], ["Draw a red rose", "Red rose"]]
+
+
+def test_datamodule_split_is_deterministic_and_batches_are_normalised():
+    def make():
+        dm = ImageDataModule(
+            Digits,
+            image_size=8,
+            channels=1,
+            prompt_templates=["Draw a {name}"],
+            batch_size=16,
+            num_workers=0,
+        )
+        dm.setup("fit")
+        return dm
+
+    a, b = make(), make()
+    assert a.train_set.indices == b.train_set.indices
+    assert not set(a.train_set.indices) & set(a.val_set.indices)
+    assert len(a.train_set) + len(a.val_set) == 1797
+    x, y = next(iter(a.train_dataloader()))
+    assert x.shape == (16, 1, 8, 8) and y.dtype == torch.long
+    assert -1 <= x.min() < 0 < x.max() <= 1
+    assert a.class_prompts[6] == ["Draw a six"]
+
+
+def test_datamodule_passes_root_to_the_dataset(flower_dir):
+    dm = ImageDataModule(
+        FlowerFolder,
+        image_size=8,
+        channels=3,
+        prompt_templates=["{Name}"],
+        root=str(flower_dir),
+        hflip=True,
+        num_workers=0,
+    )
+    assert dm.class_names == ["orchid", "red_rose", "tulip"]
+    assert dm.class_prompts == [["Orchid"], ["Red rose"], ["Tulip"]]

@@ -1,0 +1,189 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from diffusion_lit.pipeline import TextToImage, slugify
+from diffusion_lit.sample import sample
+from diffusion_lit.train import train
+
+from conftest import CONF_DIR, ROOT, TINY
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_checkpoints_logs_and_samples(trained_run):
+    run_dir, metrics, _ = trained_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
+    lines = (run_dir / "accuracy_log.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" : ")[0] for line in lines] == ["Epoch#0", "Epoch#1"]
+    assert float(lines[-1].split("≈")[1]) == pytest.approx(metrics["train/pseudo_acc"], abs=1e-4)
+    rows = read_csv(run_dir / "logs" / "metrics.csv")
+    logged = {key for row in rows for key, value in row.items() if value}
+    assert {"train/loss", "train/pseudo_acc", "val/loss", "val/pseudo_acc"} <= logged
+    assert (run_dir / "samples" / "final.png").is_file()
+
+
+def test_checkpoint_holds_everything_sampling_needs(trained_run):
+    run_dir, _, _ = trained_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    assert hp["net"]["_target_"] == "diffusion_lit.models.SimpleUNet"
+    assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "linear"
+    assert hp["text_encoder"]["_target_"] == "diffusion_lit.text.MiniLMEncoder"
+    assert hp["class_prompts"][6] == ["Draw a six"] and hp["class_names"][6] == "six"
+    assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 1, 384)
+
+
+def test_overfitting_one_batch_drives_the_loss_down(tiny_cfg):
+    cfg = tiny_cfg(
+        "debug=overfit", "trainer.max_epochs=40", "optimizer.lr=3e-3", "~callbacks.model_checkpoint"
+    )
+    train(cfg)
+    rows = read_csv(cfg.paths.run_dir / Path("logs/metrics.csv"))
+    losses = [float(row["train/loss"]) for row in rows if row["train/loss"]]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
+
+
+def test_sample_cli_writes_one_folder_per_prompt_and_a_grid(trained_run, tmp_path):
+    run_dir, _, _ = trained_run
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "sample",
+            overrides=[
+                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                'prompts=["Draw a six","Draw a one!"]',
+                "num_images=3",
+                "steps=20",
+                "seed=0",
+                "device=cpu",
+                f"out_dir={tmp_path / 'samples'}",
+            ],
+        )
+    grid = sample(cfg)
+    assert grid == tmp_path / "samples" / "grid.png" and grid.is_file()
+    for slug in ["draw_a_six", "draw_a_one"]:
+        assert sorted(p.name for p in (tmp_path / "samples" / slug).iterdir()) == [
+            "000.png",
+            "001.png",
+            "002.png",
+        ]
+
+
+def test_python_api_is_reproducible_and_takes_free_form_prompts(trained_run):
+    run_dir, _, _ = trained_run
+    pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
+    assert len(pipe.class_prompts) == 10
+    a = pipe(["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=1, progress=False)
+    b = pipe(["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=1, progress=False)
+    c = pipe(["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=2, progress=False)
+    assert a.shape == (2, 2, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert pipe.to_pil(a)[1][0].size == (8, 8)
+    with pytest.raises(ValueError, match="empty"):
+        pipe([], steps=2)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ckpt_path="):
+        TextToImage.from_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_slugify():
+    assert slugify("Draw a six") == "draw_a_six"
+    assert slugify("  Orchids!! (pink)  ") == "orchids_pink"
+
+
+def test_wandb_logger_goes_offline_without_an_api_key(tiny_cfg, monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login either
+    cfg = tiny_cfg("logger=wandb", "trainer.max_epochs=1", "~callbacks.sample_grid")
+    train(cfg)
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tiny_cfg):
+    metrics, _ = train(tiny_cfg("trainer.precision=bf16-mixed", "trainer.max_epochs=1"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "diffusion_lit.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.mark.slow
+def test_multirun_gives_one_run_dir_per_value(tmp_path):
+    run_cli(
+        [
+            "-m",
+            "model.base_channels=4,8",
+            *TINY,
+            "trainer.max_epochs=1",
+            "~callbacks.sample_grid",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=tmp_path,
+    )
+    runs = sorted((tmp_path / "sweep").iterdir())
+    assert [r.name for r in runs if r.is_dir()] == ["0", "1"]
+    for run, width in zip(runs, [4, 8], strict=True):
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert ckpt["hyper_parameters"]["net"]["base_channels"] == width
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_sync_metrics_and_only_rank_zero_writes(tmp_path):
+    run_dir = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith(("trainer=", "+trainer.limit_val_batches"))]
+    run_cli(
+        [
+            *tiny,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "+trainer.limit_val_batches=2",
+            "trainer.max_epochs=2",
+            "data.batch_size=32",
+            "+callbacks.probe._target_=ddp_probe.RankProbe",
+            f"+callbacks.probe.out_dir={run_dir}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    probes = [json.loads((run_dir / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    # each rank saw different validation images...
+    assert probes[0]["local_val_losses"] != probes[1]["local_val_losses"]
+    # ...yet both report the same val/loss: the mean over both ranks' batches
+    assert probes[0]["val/loss"] == pytest.approx(probes[1]["val/loss"], rel=1e-6)
+    pooled = probes[0]["local_val_losses"] + probes[1]["local_val_losses"]
+    assert probes[0]["val/loss"] == pytest.approx(sum(pooled) / len(pooled), rel=1e-5)
+    # rank 0 alone writes: one line per epoch, one metrics file, one set of checkpoints
+    lines = (run_dir / "accuracy_log.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" : ")[0] for line in lines] == ["Epoch#0", "Epoch#1"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
+    assert (run_dir / "samples" / "final.png").is_file()
