@@ -19,9 +19,6 @@ def cosine_beta_schedule(timesteps: int, s: float = 0.008):
     return betas.clamp(max=0.999)
 
 
-BETA_SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule}
-
-
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
     """a[t] reshaped to (B, 1, 1, ...) so it broadcasts against a batch of shape ``x_shape``."""
     return a.gather(0, t).view(t.shape[0], *([1] * (len(x_shape) - 1)))
@@ -31,14 +28,22 @@ class NoiseSchedule(nn.Module):
     """Holds β_t and the coefficients derived from it as buffers (computed in float64, stored
     float32), so they move with the model between devices and are saved in checkpoints."""
 
-    def __init__(self, timesteps: int = 1000, kind: str = "linear", **schedule_kwargs):
+    def __init__(
+        self,
+        timesteps: int = 1000,
+        kind: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        cosine_s: float = 0.008,
+    ):
         super().__init__()
-        if kind not in BETA_SCHEDULES:
-            raise ValueError(
-                f"Unknown schedule.kind={kind!r}; choose one of {sorted(BETA_SCHEDULES)}."
-            )
+        if kind == "linear":
+            betas = linear_beta_schedule(timesteps, beta_start, beta_end)
+        elif kind == "cosine":
+            betas = cosine_beta_schedule(timesteps, cosine_s)
+        else:
+            raise ValueError(f"Unknown schedule.kind={kind!r}; choose 'linear' or 'cosine'.")
         self.timesteps, self.kind = timesteps, kind
-        betas = BETA_SCHEDULES[kind](timesteps, **schedule_kwargs)
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         for name, value in {
             "betas": betas,

@@ -9,12 +9,24 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.module import DiffusionModule
 
 log = logging.getLogger(__name__)
+
+
+def build(node: DictConfig, **kwargs):
+    """``hydra.utils.instantiate`` that lets the target's own error through unwrapped: for bad
+    input that error's message is the one that names the problem and the fix."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if err.__cause__ is None:
+            raise
+        raise err.__cause__ from None
 
 
 def _container(cfg: DictConfig) -> dict:
@@ -38,8 +50,8 @@ def _wandb_offline_unless_logged_in(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     """Trains the configured model; returns the final metrics and the objects it built."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    encoder = instantiate(cfg.text_encoder)  # fails here, before any work, if unavailable
+    datamodule = build(cfg.data)
+    encoder = build(cfg.text_encoder)  # fails here, before any work, if unavailable
     module = DiffusionModule(
         net=_container(cfg.model),
         schedule=_container(cfg.schedule),
@@ -52,9 +64,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     del encoder
 
     _wandb_offline_unless_logged_in(cfg)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(_container(cfg))
 

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from diffusion_lit.pipeline import TextToImage, slugify
 from diffusion_lit.sample import sample
+from diffusion_lit.text import TextEncoderUnavailable
 from diffusion_lit.train import train
 
 from conftest import CONF_DIR, ROOT, TINY
@@ -47,12 +48,15 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
 
 def test_overfitting_one_batch_drives_the_loss_down(tiny_cfg):
     cfg = tiny_cfg(
-        "debug=overfit", "trainer.max_epochs=40", "optimizer.lr=3e-3", "~callbacks.model_checkpoint"
+        "debug=overfit",
+        "trainer.max_epochs=150",
+        "optimizer.lr=5e-3",
+        "~callbacks.model_checkpoint",
     )
     train(cfg)
     rows = read_csv(cfg.paths.run_dir / Path("logs/metrics.csv"))
     losses = [float(row["train/loss"]) for row in rows if row["train/loss"]]
-    assert len(losses) == 40
+    assert len(losses) == 150
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
 
 
@@ -115,6 +119,13 @@ def test_wandb_logger_goes_offline_without_an_api_key(tiny_cfg, monkeypatch, tmp
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
+def test_clip_unavailable_stops_training_before_any_work(tiny_cfg):
+    cfg = tiny_cfg("text_encoder=clip")
+    with pytest.raises(TextEncoderUnavailable, match="text_encoder=minilm"):
+        train(cfg)
+    assert not (cfg.paths.run_dir / Path("checkpoints")).exists()
+
+
 def test_bf16_mixed_precision_trains_on_cpu(tiny_cfg):
     metrics, _ = train(tiny_cfg("trainer.precision=bf16-mixed", "trainer.max_epochs=1"))
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
@@ -139,16 +150,16 @@ def test_multirun_gives_one_run_dir_per_value(tmp_path):
     run_cli(
         [
             "-m",
+            *[o for o in TINY if not o.startswith("model.base_channels=")],
             "model.base_channels=4,8",
-            *TINY,
             "trainer.max_epochs=1",
             "~callbacks.sample_grid",
             f"hydra.sweep.dir={tmp_path}/sweep",
         ],
         cwd=tmp_path,
     )
-    runs = sorted((tmp_path / "sweep").iterdir())
-    assert [r.name for r in runs if r.is_dir()] == ["0", "1"]
+    runs = sorted(r for r in (tmp_path / "sweep").iterdir() if r.is_dir())
+    assert [r.name for r in runs] == ["0", "1"]
     for run, width in zip(runs, [4, 8], strict=True):
         assert (run / "checkpoints" / "last.ckpt").is_file()
         ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

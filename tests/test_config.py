@@ -1,0 +1,112 @@
+"""Every config option composes, interpolates consistently and instantiates."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from diffusion_lit.datamodule import ImageDataModule
+
+from conftest import CONF_DIR, compose_train
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_default_config_is_the_offline_quickstart_stack(tmp_path):
+    cfg = compose_train([], run_dir=tmp_path)
+    assert cfg.data.dataset._target_ == "diffusion_lit.data.Digits"
+    assert cfg.model._target_ == "diffusion_lit.models.SimpleUNet"
+    assert cfg.text_encoder._target_ == "diffusion_lit.text.MiniLMEncoder"
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_model_follows_the_data(data, model, tmp_path):
+    cfg = compose_train([f"data={data}", f"model={model}"], run_dir=tmp_path)
+    assert cfg.model.image_size == cfg.data.image_size
+    assert cfg.model.in_channels == cfg.data.channels
+    assert cfg.model.text_dim == cfg.text_encoder.dim
+    assert isinstance(instantiate(cfg.data), ImageDataModule)  # lazy: reads no files yet
+    net = instantiate(cfg.model)
+    assert net.image_size == cfg.data.image_size
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_options_compose(trainer, tmp_path):
+    cfg = compose_train([f"trainer={trainer}"], run_dir=tmp_path)
+    assert {"accelerator", "devices", "precision", "strategy", "num_nodes"} <= set(cfg.trainer)
+    if trainer != "gpu":  # needs a GPU to instantiate
+        over = {"accelerator": "cpu"} if trainer == "ddp" else {}
+        trainer_obj = instantiate(cfg.trainer, logger=False, enable_progress_bar=False, **over)
+        assert isinstance(trainer_obj, L.Trainer)
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
+def test_precision_is_a_plain_flag(precision, tmp_path):
+    cfg = compose_train([f"trainer.precision={precision}", "trainer.num_nodes=1"], run_dir=tmp_path)
+    assert str(cfg.trainer.precision) == precision
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_loggers_instantiate(logger, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train([f"logger={logger}"], run_dir=tmp_path)
+    assert all(isinstance(instantiate(c), L.pytorch.loggers.Logger) for c in cfg.logger.values())
+
+
+def test_callbacks_instantiate(tmp_path):
+    cfg = compose_train([], run_dir=tmp_path)
+    assert all(isinstance(instantiate(c), L.Callback) for c in cfg.callbacks.values())
+
+
+def test_text_encoders(tmp_path):
+    minilm = compose_train(["text_encoder=minilm"], run_dir=tmp_path).text_encoder
+    assert instantiate(minilm).dim == 384
+    clip = compose_train(["text_encoder=clip"], run_dir=tmp_path)
+    assert clip.model.text_dim == 512
+    with pytest.raises(InstantiationException, match="text_encoder=minilm"):
+        instantiate(clip.text_encoder)  # no CLIP weights offline
+
+
+def test_schedule_and_optimizer_instantiate(tmp_path):
+    cfg = compose_train(["schedule.kind=cosine"], run_dir=tmp_path)
+    assert instantiate(cfg.schedule).alphas_cumprod.shape == (1000,)
+    net = instantiate(cfg.model)
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize("experiment", ["seed_flowers", "seed_mnist"])
+def test_seed_experiments_reproduce_the_seed_configuration(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], run_dir=tmp_path)
+    assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 45
+    assert cfg.optimizer.lr == pytest.approx(2e-4)
+    assert cfg.data.image_size == 56 and cfg.data.channels == 3
+    assert cfg.schedule.timesteps == 1000 and cfg.schedule.kind == "linear"
+    assert cfg.model.time_dim == 128 and cfg.model.text_dim == 512
+    assert cfg.model.cond_drop_prob == pytest.approx(0.1)
+    assert cfg.text_encoder._target_ == "diffusion_lit.text.CLIPEncoder"
+    assert cfg.data.num_workers == 2
+
+
+def test_quickstart_experiment_runs_on_cpu_with_digits(tmp_path):
+    cfg = compose_train(["experiment=quickstart"], run_dir=tmp_path)
+    assert cfg.data.dataset._target_ == "diffusion_lit.data.Digits"
+    assert cfg.trainer.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug_options_compose(debug, tmp_path):
+    cfg = compose_train([f"debug={debug}"], run_dir=tmp_path)
+    assert cfg.trainer.accelerator == "cpu"
+
+
+def test_unknown_option_is_refused():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="nope"):
+        compose_train(["model=nope"])
