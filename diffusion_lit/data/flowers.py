@@ -1,0 +1,68 @@
+"""The seed's FlowerDataset: a flat folder of ``<class>_<index>.jpg`` images."""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+class FlowerFolder(Dataset):
+    """Images named ``<class>_<index>.<jpg|jpeg|png>``; the class is the text before the last
+    underscore, classes are indexed in sorted order, images are returned as RGB.
+
+    An image that cannot be decoded is skipped with a warning naming it (its neighbour is
+    returned instead), so one bad file does not end a long run.
+    """
+
+    def __init__(self, root: str | Path, transform: Callable | None = None):
+        self.root, self.transform = Path(root), transform
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"Image folder {self.root} does not exist: set data.root to a folder of "
+                "<class>_<index>.jpg files."
+            )
+        self.files = sorted(
+            p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not self.files:
+            raise FileNotFoundError(
+                f"No .jpg/.jpeg/.png images in {self.root}: set data.root to a folder of "
+                "<class>_<index>.jpg files."
+            )
+        names = [self.class_of(p) for p in self.files]
+        self.classes = sorted(set(names))
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.targets = [self.class_to_idx[name] for name in names]
+
+    @staticmethod
+    def class_of(path: Path) -> str:
+        name, sep, _ = path.stem.rpartition("_")
+        if not sep or not name:
+            raise ValueError(
+                f"{path}: file names must look like <class>_<index>{path.suffix} (e.g. "
+                f"tulip_0001{path.suffix}); rename it or move it out of the folder."
+            )
+        return name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            try:
+                with Image.open(self.files[i]) as img:
+                    image = img.convert("RGB")
+            except OSError as err:  # PIL's UnidentifiedImageError and truncated files
+                log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, self.targets[i]
+        raise RuntimeError(f"None of the {len(self.files)} images in {self.root} can be read.")
