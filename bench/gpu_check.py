@@ -20,9 +20,17 @@ from diffusion_lit.train import train
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ["32", "bf16-mixed", "16-mixed"] if torch.cuda.is_available() else ["32"]
 SEED_SIZE = [
-    "trainer=gpu", "data=digits", "data.image_size=56", "data.channels=3", "data.batch_size=128",
-    "model.base_channels=64", "model.time_dim=128", "trainer.max_epochs=3",
-    "+trainer.enable_progress_bar=false", "callbacks.sample_grid.steps=50", "~logger",
+    "trainer=gpu",
+    "data=digits",
+    "data.image_size=56",
+    "data.channels=3",
+    "data.batch_size=128",
+    "model.base_channels=64",
+    "model.time_dim=128",
+    "trainer.max_epochs=3",
+    "+trainer.enable_progress_bar=false",
+    "callbacks.sample_grid.steps=50",
+    "~logger",
 ]
 
 

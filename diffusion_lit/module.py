@@ -3,9 +3,9 @@
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torchmetrics import MeanSquaredError
 
+from diffusion_lit.config import build
 from diffusion_lit.samplers import ddpm_sample
 from diffusion_lit.text import PromptBank, TextEncoder
 
@@ -36,8 +36,8 @@ class DiffusionModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = instantiate(net)
-        self.schedule = instantiate(schedule)
+        self.net = build(net)
+        self.schedule = build(schedule)
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
@@ -83,7 +83,7 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return instantiate(self.hparams.optimizer)(params=self.net.parameters())
+        return build(self.hparams.optimizer)(params=self.net.parameters())
 
     # -- sampling ---------------------------------------------------------------------------
 

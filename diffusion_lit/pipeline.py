@@ -4,11 +4,11 @@ import re
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
 
+from diffusion_lit.config import build
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.text import TextEncoder
 
@@ -65,7 +65,7 @@ class TextToImage:
             index = torch.tensor([stored[p] for p in prompts])
             return self.module.prompts.pooled[index[:, 0], index[:, 1]]
         if self._encoder is None:
-            self._encoder = instantiate(self.module.hparams.text_encoder)
+            self._encoder = build(self.module.hparams.text_encoder)
         return self._encoder.encode(prompts).pooled.to(self.module.device)
 
     def __call__(

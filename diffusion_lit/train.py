@@ -9,24 +9,12 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lit.config import build
 from diffusion_lit.module import DiffusionModule
 
 log = logging.getLogger(__name__)
-
-
-def build(node: DictConfig, **kwargs):
-    """``hydra.utils.instantiate`` that lets the target's own error through unwrapped: for bad
-    input that error's message is the one that names the problem and the fix."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if err.__cause__ is None:
-            raise
-        raise err.__cause__ from None
 
 
 def _container(cfg: DictConfig) -> dict:

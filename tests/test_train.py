@@ -14,7 +14,7 @@ from diffusion_lit.sample import sample
 from diffusion_lit.text import TextEncoderUnavailable
 from diffusion_lit.train import train
 
-from conftest import CONF_DIR, ROOT, TINY
+from conftest import CONF_DIR, ROOT, TINY, compose_train
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -124,6 +124,57 @@ def test_clip_unavailable_stops_training_before_any_work(tiny_cfg):
     with pytest.raises(TextEncoderUnavailable, match="text_encoder=minilm"):
         train(cfg)
     assert not (cfg.paths.run_dir / Path("checkpoints")).exists()
+
+
+def test_image_size_the_unet_cannot_take_is_refused_before_training(tiny_cfg):
+    with pytest.raises(ValueError, match=r"image_size=10 .*data.image_size"):
+        train(tiny_cfg("data.image_size=10"))
+
+
+def test_resume_from_a_checkpoint_continues_the_epochs(trained_run, tmp_path):
+    run_dir, _, _ = trained_run
+    cfg = compose_train(
+        [*TINY, "trainer.max_epochs=3", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
+        run_dir=tmp_path / "resumed",
+    )
+    _, objects = train(cfg)
+    assert objects["trainer"].current_epoch == 3
+    lines = (tmp_path / "resumed" / "accuracy_log.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" : ")[0] for line in lines] == ["Epoch#2"]
+
+
+def test_flowers_train_end_to_end_in_rgb(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "flowers"
+    root.mkdir()
+    for i in range(12):
+        name = ["orchids", "tulips", "daisy"][i % 3]
+        Image.new("RGB", (24, 20), (40 * i % 255, 90, 200)).save(root / f"{name}_{i}.jpg")
+    overrides = [o for o in TINY if not o.startswith("data")]
+    cfg = compose_train(
+        [
+            *overrides,
+            "data=flowers",
+            f"data.root={root}",
+            "data.image_size=8",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            "data.pin_memory=false",
+            "data.val_fraction=0.25",
+            "debug=fdr",
+        ],
+        run_dir=tmp_path / "run",
+    )
+    metrics, objects = train(cfg)
+    module = objects["module"]
+    assert module.hparams.class_prompts == [
+        ["Daisy", "Draw a daisy"],
+        ["Orchids", "Draw a orchids"],
+        ["Tulips", "Draw a tulips"],
+    ]
+    assert module.net.in_channels == 3 and "train/loss" in metrics
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tiny_cfg):
