@@ -1,8 +1,9 @@
-"""GPU check: the seed-size simple UNet (56×56×3, batch 128, base 64, d_time 128) trains on one
-GPU at each precision flag; prints training img/s (median over steps after warm-up) and peak
-memory as a markdown table, with 32-bit as the 1.00× baseline of the same run.
+"""GPU check: the seed's configuration (56×56×3, batch 128, base 64, d_time 128, T = 1000) trains
+on one GPU for a few hundred steps per variant — both UNets, each precision flag, channels_last —
+and prints training img/s (median over steps after warm-up) and peak memory as a markdown table,
+relative to the first row of the same run.
 
-    python bench/gpu_check.py [extra Hydra overrides ...]
+    python bench/gpu_check.py [extra Hydra overrides for every variant ...]
 """
 
 import statistics
@@ -18,20 +19,21 @@ from omegaconf import open_dict
 from diffusion_lit.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-PRECISIONS = ["32", "bf16-mixed", "16-mixed"] if torch.cuda.is_available() else ["32"]
 SEED_SIZE = [
-    "trainer=gpu",
-    "data=digits",
-    "data.image_size=56",
-    "data.channels=3",
-    "data.batch_size=128",
-    "model.base_channels=64",
-    "model.time_dim=128",
-    "trainer.max_epochs=3",
-    "+trainer.enable_progress_bar=false",
-    "callbacks.sample_grid.steps=50",
-    "~logger",
-]
+    "trainer=gpu", "data=digits", "data.image_size=56", "data.channels=3", "data.batch_size=128",
+    "model.base_channels=64", "model.time_dim=128", "trainer.max_epochs=-1",
+    "+trainer.max_steps=300", "+trainer.enable_progress_bar=false",
+    "callbacks.sample_grid.every_n_epochs=0", "~logger",
+]  # fmt: skip
+VARIANTS = {  # name: overrides
+    "simple, 32": ["model=simple", "trainer.precision=32"],
+    "enhanced, 32": ["model=enhanced", "trainer.precision=32"],
+    "enhanced, bf16-mixed": ["model=enhanced", "trainer.precision=bf16-mixed"],
+    "enhanced, 16-mixed": ["model=enhanced", "trainer.precision=16-mixed"],
+    "enhanced, bf16-mixed, channels_last": [
+        "model=enhanced", "trainer.precision=bf16-mixed", "channels_last=true"
+    ],
+}  # fmt: skip
 
 
 def sync() -> None:
@@ -54,9 +56,9 @@ class StepTimer(L.Callback):
             self.images.append(batch[0].shape[0])
 
 
-def run(precision: str, overrides: list[str], run_dir: Path) -> tuple[float, float, float]:
+def run(overrides: list[str], run_dir: Path) -> tuple[float, float, float]:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*SEED_SIZE, f"trainer.precision={precision}", *overrides])
+        cfg = compose("train", overrides=[*SEED_SIZE, *overrides])
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
         cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer"}
@@ -66,19 +68,22 @@ def run(precision: str, overrides: list[str], run_dir: Path) -> tuple[float, flo
     timer = next(c for c in objects["trainer"].callbacks if isinstance(c, StepTimer))
     img_per_s = statistics.median(n / t for n, t in zip(timer.images, timer.times, strict=True))
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
-    return img_per_s, peak, metrics["val/loss"]
+    return img_per_s, peak, metrics.get("val/loss", float("nan"))
 
 
 def main() -> None:
-    overrides = sys.argv[1:]
-    rows = {p: run(p, overrides, Path("outputs/gpu_check") / p) for p in PRECISIONS}
-    base = rows["32"][0]
+    extra = sys.argv[1:]
+    rows = {
+        name: run([*overrides, *extra], Path("outputs/gpu_check") / f"v{i}")
+        for i, (name, overrides) in enumerate(VARIANTS.items())
+    }
+    base = next(iter(rows.values()))[0]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"\n{device}, torch {torch.__version__}, lightning {L.__version__}")
-    print("| precision | img/s | × 32-bit | peak GiB | val/loss |")
+    print("| model, precision | img/s | × first row | peak GiB | val/loss |")
     print("|---|---|---|---|---|")
-    for p, (ips, mem, loss) in rows.items():
-        print(f"| {p} | {ips:.0f} | {ips / base:.2f} | {mem:.2f} | {loss:.4f} |")
+    for name, (ips, mem, loss) in rows.items():
+        print(f"| {name} | {ips:.0f} | {ips / base:.2f} | {mem:.2f} | {loss:.4f} |")
 
 
 if __name__ == "__main__":

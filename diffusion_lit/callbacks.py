@@ -1,9 +1,11 @@
-"""Training callbacks: the seed's accuracy log and sample grids of every class prompt."""
+"""Training callbacks: the seed's accuracy log, sample grids of every class prompt, and a plot
+of the training curves."""
 
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import save_image
@@ -26,21 +28,31 @@ class AccuracyLog(L.Callback):
             f.write(f"Epoch#{trainer.current_epoch} : Accuracy ≈ {value:.4f}\n")
 
 
+def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.LightningModule:
+    """The EMA copy of the module kept by Lightning's weight-averaging callback, if one runs."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, WeightAveraging) and callback._average_model is not None:
+            return callback._average_model.module  # no public accessor for the averaged copy
+    return pl_module
+
+
 class SampleGrid(L.Callback):
-    """Samples a fixed-seed grid, one row per class prompt, to ``<out_dir>/final.png`` when
-    training ends and to ``<out_dir>/epoch_<NNN>.png`` every ``every_n_epochs`` (0: never)."""
+    """Samples a fixed-seed grid, one row per class prompt, with the EMA weights when they are
+    kept, to ``<out_dir>/epoch_<NNN>.png`` every ``every_n_epochs`` (0: never) and to
+    ``<out_dir>/final.png`` when training ends; logs each grid to wandb when that logger is on."""
 
     def __init__(
         self,
         out_dir: str | Path,
         every_n_epochs: int = 0,
         num_per_class: int = 8,
-        steps: int = 250,
+        sampler: str = "ddim",
+        steps: int = 50,
         guidance_scale: float = 3.0,
         seed: int = 0,
     ):
         self.out_dir, self.every_n_epochs = Path(out_dir), every_n_epochs
-        self.num_per_class, self.steps = num_per_class, steps
+        self.num_per_class, self.sampler, self.steps = num_per_class, sampler, steps
         self.guidance_scale, self.seed = guidance_scale, seed
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -52,11 +64,16 @@ class SampleGrid(L.Callback):
         self.write(trainer, pl_module, "final.png")
 
     @rank_zero_only
-    def write(self, trainer: L.Trainer, pl_module, name: str) -> Path:
-        text = pl_module.class_grid_text(self.num_per_class)
-        generator = torch.Generator().manual_seed(self.seed)
-        steps = min(self.steps, pl_module.schedule.timesteps)
-        images = pl_module.generate(text, self.guidance_scale, steps, generator, progress=False)
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path:
+        module = averaged_module(trainer, pl_module)
+        images = module.generate(
+            module.class_grid_text(self.num_per_class),
+            self.guidance_scale,
+            self.sampler,
+            min(self.steps, module.schedule.timesteps),
+            generator=torch.Generator().manual_seed(self.seed),
+            progress=False,
+        )
         path = self.out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image((images.float() + 1) / 2, path, nrow=self.num_per_class)
@@ -64,3 +81,48 @@ class SampleGrid(L.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_image("samples", [str(path)], step=trainer.global_step)
         return path
+
+
+class TrainingCurves(L.Callback):
+    """Plots loss and pseudo-accuracy per epoch (train and val) to a PNG when training ends.
+    The history is kept in checkpoints, so a resumed run plots all its epochs."""
+
+    METRICS = ("train/loss", "val/loss", "train/pseudo_acc", "val/pseudo_acc")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.history: dict[str, list[tuple[int, float]]] = {m: [] for m in self.METRICS}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name in self.METRICS:
+            if name in trainer.callback_metrics:
+                value = float(trainer.callback_metrics[name])
+                self.history[name].append((trainer.current_epoch, value))
+
+    @rank_zero_only
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, kind in zip(axes, ["loss", "pseudo_acc"], strict=True):
+            for stage in ["train", "val"]:
+                points = self.history[f"{stage}/{kind}"]
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker=".", label=stage)
+            ax.set_xlabel("epoch")
+            ax.set_title("MSE(ε̂, ε)" if kind == "loss" else "pseudo-accuracy 1 − MSE(x̂₀, x₀)")
+            ax.legend()
+        axes[0].set_yscale("log")
+        fig.tight_layout()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.path, dpi=100)
+        plt.close(fig)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {m: [tuple(p) for p in v] for m, v in state_dict["history"].items()}

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torchmetrics import MeanSquaredError
 
 from diffusion_lit.config import build
-from diffusion_lit.samplers import ddpm_sample
-from diffusion_lit.text import PromptBank, TextEncoder
+from diffusion_lit.samplers import run_sampler
+from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
 
 
 class PseudoAccuracy(MeanSquaredError):
@@ -33,10 +33,14 @@ class DiffusionModule(L.LightningModule):
         text_encoder: dict,
         class_names: list[str],
         class_prompts: list[list[str]],
+        channels_last: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.net = build(net)
+        # NHWC layout: on GPUs with tensor cores, convolutions can skip layout transposes
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
         self.schedule = build(schedule)
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
@@ -46,11 +50,15 @@ class DiffusionModule(L.LightningModule):
         """Encode every class prompt once; the result is saved with the weights."""
         self.prompts.fill(encoder, self.hparams.class_prompts)
 
-    def class_text(self, labels: torch.Tensor) -> torch.Tensor:
-        """Pooled text embedding of each label's prompt, a random template per sample."""
-        pooled = self.prompts.pooled  # (C, K, D)
-        template = torch.randint(pooled.shape[1], labels.shape, device=labels.device)
-        return pooled[labels, template]
+    def class_text(self, labels: torch.Tensor) -> TextEmbedding:
+        """The text embedding of each label's prompt, a random template per sample."""
+        num_templates = self.prompts.pooled.shape[1]
+        return self.prompts.lookup(labels, torch.randint_like(labels, num_templates))
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding):
+        x_t = x_t.contiguous(memory_format=self.memory_format)
+        # the rest of the step (metrics, samplers) works in the default layout
+        return self.net(x_t, t, text.pooled, text.tokens, text.mask).contiguous()
 
     def model_step(self, batch, loss_metric, acc_metric, generator=None) -> torch.Tensor:
         """The seed's training step: corrupt x_0 at a random t, predict ε, MSE against the true ε.
@@ -61,7 +69,7 @@ class DiffusionModule(L.LightningModule):
         )
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.schedule.add_noise(x0, noise, t)
-        noise_pred = self.net(x_t, t, self.class_text(labels)).float()
+        noise_pred = self.predict_noise(x_t, t, self.class_text(labels)).float()
         loss = F.mse_loss(noise_pred, noise)
         loss_metric.update(noise_pred.detach(), noise)
         acc_metric.update(self.schedule.predict_x0(x_t, t, noise_pred.detach()), x0)
@@ -88,42 +96,51 @@ class DiffusionModule(L.LightningModule):
     # -- sampling ---------------------------------------------------------------------------
 
     def guided_noise(
-        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, guidance_scale: float
+        self, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, guidance_scale: float
     ) -> torch.Tensor:
         """Classifier-free guidance: ε = ε_uncond + w · (ε_cond − ε_uncond), with the conditional
-        and unconditional (zero-text) passes batched together."""
-        eps_cond, eps_uncond = self.net(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, torch.zeros_like(text)])
-        ).chunk(2)
+        and unconditional (null-prompt) passes batched together."""
+        both = text.cat(text.null())
+        eps_cond, eps_uncond = self.predict_noise(torch.cat([x, x]), torch.cat([t, t]), both).chunk(
+            2
+        )
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
     @torch.no_grad()
     def generate(
         self,
-        text: torch.Tensor,
+        text: TextEmbedding,
         guidance_scale: float = 3.0,
+        sampler: str = "ddpm",
         steps: int | None = None,
+        eta: float = 0.0,
         generator: torch.Generator | None = None,
         progress: bool = True,
     ) -> torch.Tensor:
-        """One image per row of ``text`` (pooled embeddings, (N, D)); returns (N, C, H, W) in
-        [-1, 1]. The starting noise comes from ``generator`` on the CPU, so seeds are portable."""
+        """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
+        comes from ``generator`` on the CPU, so a seed gives the same images on any device."""
         was_training = self.net.training
         self.net.eval()
-        shape = (text.shape[0], self.net.in_channels, self.net.image_size, self.net.image_size)
-        x = torch.randn(shape, generator=generator).to(self.device)
-        text = text.to(self.device, x.dtype)
-        images = ddpm_sample(
+        shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
+        x = torch.randn(shape, generator=generator).to(
+            self.device, memory_format=self.memory_format
+        )
+        text = text.map(lambda z: z.to(self.device))
+        images = run_sampler(
+            sampler,
             lambda x_t, t: self.guided_noise(x_t, t, text, guidance_scale),
             self.schedule,
             x,
-            steps=steps,
-            generator=generator,
-            progress=progress,
+            steps,
+            generator,
+            eta,
+            progress,
         )
         self.net.train(was_training)
         return images
 
-    def class_grid_text(self, num_per_class: int) -> torch.Tensor:
-        """Every class's first prompt, ``num_per_class`` times each: (C · n, D)."""
-        return self.prompts.pooled[:, 0].repeat_interleave(num_per_class, dim=0)
+    def class_grid_text(self, num_per_class: int) -> TextEmbedding:
+        """Every class's first prompt, ``num_per_class`` times each (C · n prompts)."""
+        classes = torch.arange(self.prompts.pooled.shape[0], device=self.device)
+        classes = classes.repeat_interleave(num_per_class)
+        return self.prompts.lookup(classes, torch.zeros_like(classes))

@@ -1,5 +1,6 @@
 """The Python sampling API: load a checkpoint once, turn prompts into images."""
 
+import logging
 import re
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from torchvision.utils import save_image
 
 from diffusion_lit.config import build
 from diffusion_lit.module import DiffusionModule
-from diffusion_lit.text import TextEncoder
+from diffusion_lit.text import TextEmbedding, TextEncoder
+
+log = logging.getLogger(__name__)
 
 
 def slugify(prompt: str) -> str:
@@ -40,13 +43,25 @@ class TextToImage:
         self._encoder: TextEncoder | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "TextToImage":
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", use_ema: bool = True
+    ) -> "TextToImage":
+        """Loads a training checkpoint (tensors and plain values only: ``weights_only=True``).
+        ``use_ema`` picks the EMA weights (the checkpoint's ``state_dict`` when trained with the
+        EMA callback) or the raw trained weights."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
                 f"Checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt."
             )
-        module = DiffusionModule.load_from_checkpoint(path, map_location="cpu")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        module = DiffusionModule(**ckpt["hyper_parameters"])
+        has_ema = "current_model_state" in ckpt  # Lightning's weight averaging moved raw weights
+        if use_ema and not has_ema:
+            log.info("%s holds no EMA weights; sampling with the trained weights.", path)
+        module.load_state_dict(
+            ckpt["state_dict" if use_ema or not has_ema else "current_model_state"]
+        )
         return cls(module.to(resolve_device(device)))
 
     @property
@@ -54,43 +69,52 @@ class TextToImage:
         """The first prompt of every class the model was trained on."""
         return [prompts[0] for prompts in self.module.hparams.class_prompts]
 
-    def embed(self, prompts: list[str]) -> torch.Tensor:
-        """Pooled text embeddings (P, D): saved ones for class prompts, the encoder for others."""
+    def embed(self, prompts: list[str]) -> TextEmbedding:
+        """Text embeddings: the saved ones when every prompt is a class prompt, otherwise all
+        prompts through the checkpoint's text encoder."""
         stored = {
             p: (c, k)
             for c, templates in enumerate(self.module.hparams.class_prompts)
             for k, p in enumerate(templates)
         }
-        if all(p in stored for p in prompts) and prompts:
-            index = torch.tensor([stored[p] for p in prompts])
-            return self.module.prompts.pooled[index[:, 0], index[:, 1]]
+        if all(p in stored for p in prompts):
+            index = torch.tensor([stored[p] for p in prompts], device=self.module.device)
+            return self.module.prompts.lookup(index[:, 0], index[:, 1])
         if self._encoder is None:
             self._encoder = build(self.module.hparams.text_encoder)
-        return self._encoder.encode(prompts).pooled.to(self.module.device)
+        return self._encoder.encode(prompts)
 
     def __call__(
         self,
         prompts: list[str] | None = None,
         num_images: int = 1,
         guidance_scale: float = 3.0,
+        sampler: str = "ddpm",
         steps: int | None = None,
+        eta: float = 0.0,
         seed: int = 0,
         batch_size: int = 256,
         progress: bool = True,
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
-        ``steps`` below T uses evenly spaced DDPM steps; the same seed gives the same images."""
+        ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` evenly spaced
+        timesteps (default: all T). The same seed and batch size give the same images."""
         prompts = self.class_prompts if prompts is None else list(prompts)
         if not prompts:
             raise ValueError("The prompt list is empty: give at least one prompt.")
         if num_images < 1:
             raise ValueError(f"num_images must be at least 1, got {num_images}.")
-        text = self.embed(prompts).repeat_interleave(num_images, dim=0)  # (P·N, D)
+        text = self.embed(prompts).map(lambda z: z.repeat_interleave(num_images, dim=0))
         generator = torch.Generator().manual_seed(seed)
+        chunks = [
+            text.map(lambda z, i=i: z[i : i + batch_size]) for i in range(0, len(text), batch_size)
+        ]
         images = torch.cat(
             [
-                self.module.generate(chunk, guidance_scale, steps, generator, progress)
-                for chunk in text.split(batch_size)
+                self.module.generate(
+                    chunk, guidance_scale, sampler, steps, eta, generator, progress
+                )
+                for chunk in chunks
             ]
         )
         images = ((images.float().cpu() + 1) / 2).clamp(0, 1)

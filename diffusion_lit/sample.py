@@ -13,13 +13,15 @@ log = logging.getLogger(__name__)
 
 def sample(cfg: DictConfig) -> Path:
     """Writes ``<out_dir>/<slug>/NNN.png`` per prompt and ``<out_dir>/grid.png``; returns grid."""
-    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device)
+    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device, use_ema=cfg.use_ema)
     prompts = pipe.class_prompts if cfg.prompts is None else list(cfg.prompts)
     images = pipe(
         prompts,
         num_images=cfg.num_images,
         guidance_scale=cfg.guidance_scale,
+        sampler=cfg.sampler,
         steps=cfg.steps,
+        eta=cfg.eta,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
     )

@@ -1,4 +1,5 @@
-"""Reverse-process samplers. A sampler only needs ε̂(x_t, t) and the schedule's ᾱ_t."""
+"""Reverse-process samplers. Each needs only ε̂(x_t, t) and the schedule's ᾱ_t, and walks
+``steps`` evenly spaced training timesteps from T − 1 down to 0."""
 
 from collections.abc import Callable
 
@@ -18,36 +19,100 @@ def spaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:
     return torch.linspace(0, timesteps - 1, steps).round().long()
 
 
+def _walk(schedule: NoiseSchedule, x: torch.Tensor, steps: int | None, progress: bool):
+    """Yields (i, t, ᾱ_t, ᾱ_prev) from the noisiest step down; ᾱ_prev = 1 after the last."""
+    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
+    alphas = schedule.alphas_cumprod.to(x.device)[taus.to(x.device)]
+    for i in tqdm(range(len(taus) - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
+        t = torch.full((x.shape[0],), int(taus[i]), device=x.device, dtype=torch.long)
+        yield i, t, alphas[i], alphas[i - 1] if i > 0 else alphas.new_tensor(1.0)
+
+
+def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    # drawn on the CPU so that a seed gives the same images on any device
+    return torch.randn(x.shape, generator=generator).to(x)
+
+
+def _predict_x0(x, eps, a_t, clip: bool):
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # DDPM eq. 15
+    return x0.clamp(-1, 1) if clip else x0
+
+
 @torch.no_grad()
-def ddpm_sample(
+def ddpm_sample(eps_fn, schedule, x, steps=None, generator=None, progress=True, clip_x0=True):
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) from x_T = ``x``.
+
+    With ``steps`` < T each jump's β is recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); the step
+    then samples the posterior q(x_prev | x_t, x̂_0) (eqs. 6–7)."""
+    for i, t, a_t, a_prev in _walk(schedule, x, steps, progress):
+        x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
+        beta = 1 - a_t / a_prev
+        x = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a_t)
+        if i > 0:
+            x = x + (beta * (1 - a_prev) / (1 - a_t)).sqrt() * _noise(x, generator)
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(
+    eps_fn, schedule, x, steps=None, generator=None, progress=True, clip_x0=True, eta=0.0
+):
+    """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z, with
+    σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev). η = 0 is deterministic; η = 1 is DDPM."""
+    for i, t, a_t, a_prev in _walk(schedule, x, steps, progress):
+        eps = eps_fn(x, t).to(x.dtype)
+        x0 = _predict_x0(x, eps, a_t, clip_x0)
+        if clip_x0:  # keep ε consistent with the clipped x̂_0
+            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if i > 0 and eta > 0:
+            x = x + sigma * _noise(x, generator)
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2m_sample(eps_fn, schedule, x, steps=None, generator=None, progress=True, clip_x0=True):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
+    solver of the probability-flow ODE in x̂_0 form, first order on the first and last steps.
+    With λ = log(α/σ), α = √ᾱ, σ = √(1 − ᾱ) and h = λ_prev − λ_t:
+    x_prev = (σ_prev/σ_t) x_t − α_prev (e^(−h) − 1) D, D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,last.
+    Deterministic: ``generator`` is accepted for a uniform signature and not used."""
+    x0_last, h_last = None, None
+    for i, t, a_t, a_prev in _walk(schedule, x, steps, progress):
+        x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
+        if i == 0:  # the last jump lands on ᾱ = 1 (σ = 0): the clean image is x̂_0 itself
+            return x0
+        lam_t = 0.5 * (a_t.log() - (1 - a_t).log())
+        lam_prev = 0.5 * (a_prev.log() - (1 - a_prev).log())
+        h = lam_prev - lam_t
+        d = x0
+        if x0_last is not None and i > 1:  # first order on the last jump, for stability
+            r = h_last / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
+        x = ((1 - a_prev) / (1 - a_t)).sqrt() * x - a_prev.sqrt() * torch.expm1(-h) * d
+        x0_last, h_last = x0, h
+    return x
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpmpp_2m": dpmpp_2m_sample}
+
+
+def run_sampler(
+    name: str,
     eps_fn: NoisePredictor,
     schedule: NoiseSchedule,
     x: torch.Tensor,
     steps: int | None = None,
     generator: torch.Generator | None = None,
-    clip_x0: bool = True,
+    eta: float = 0.0,
     progress: bool = True,
+    clip_x0: bool = True,
 ) -> torch.Tensor:
-    """DDPM ancestral sampling from x_T = ``x`` (pure noise) down to x_0.
-
-    With ``steps`` < T it walks a sub-sequence τ of the training steps, with the β of each jump
-    recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); steps = T is exactly Ho et al.'s Algorithm 2.
-    Fresh noise is drawn on the CPU from ``generator``, so a seed gives the same images anywhere.
-    """
-    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
-    alphas_cumprod = schedule.alphas_cumprod[taus.to(schedule.alphas_cumprod.device)].to(x.device)
-    for i in tqdm(range(len(taus) - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
-        t = torch.full((x.shape[0],), int(taus[i]), device=x.device, dtype=torch.long)
-        eps = eps_fn(x, t).to(x.dtype)
-        a_t = alphas_cumprod[i]
-        a_prev = alphas_cumprod[i - 1] if i > 0 else x.new_tensor(1.0)
-        beta = 1 - a_t / a_prev
-        # x̂_0 from eq. 15, then the posterior q(x_prev | x_t, x̂_0) mean and variance (eqs. 6–7)
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
-        x = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a_t)
-        if i > 0:
-            var = beta * (1 - a_prev) / (1 - a_t)
-            x = x + var.sqrt() * torch.randn(x.shape, generator=generator).to(x)
-    return x
+    """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m) from the noise ``x``. ``eta`` is
+    DDIM's noise level; ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]."""
+    if name == "ddim":
+        return ddim_sample(eps_fn, schedule, x, steps, generator, progress, clip_x0, eta=eta)
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
+    return SAMPLERS[name](eps_fn, schedule, x, steps, generator, progress, clip_x0)

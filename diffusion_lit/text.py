@@ -23,6 +23,28 @@ class TextEmbedding:
     tokens: torch.Tensor  # (B, L, D): per-token states, for cross-attention
     mask: torch.Tensor  # (B, L) bool, True where a real (non-padding) token is
 
+    def null(self) -> "TextEmbedding":
+        """The unconditional prompt of the same shape: zero vector, every token masked."""
+        return TextEmbedding(
+            torch.zeros_like(self.pooled),
+            torch.zeros_like(self.tokens),
+            torch.zeros_like(self.mask),
+        )
+
+    def cat(self, other: "TextEmbedding") -> "TextEmbedding":
+        return TextEmbedding(
+            torch.cat([self.pooled, other.pooled]),
+            torch.cat([self.tokens, other.tokens]),
+            torch.cat([self.mask, other.mask]),
+        )
+
+    def map(self, fn) -> "TextEmbedding":
+        """Applies ``fn`` to each tensor: indexing, ``repeat_interleave``, device moves, ..."""
+        return TextEmbedding(fn(self.pooled), fn(self.tokens), fn(self.mask))
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
 
 class TextEncoder(nn.Module):
     """A frozen Hugging Face text model: ``encode(prompts)`` → :class:`TextEmbedding`.
@@ -159,9 +181,13 @@ class PromptBank(nn.Module):
         )
         self.mask = emb.mask.reshape(num_classes, num_templates, -1).to(self.mask.device)
 
-    @property
-    def empty(self) -> bool:
-        return self.pooled.numel() == 0
+    def lookup(self, classes: torch.Tensor, templates: torch.Tensor) -> TextEmbedding:
+        """The embeddings of the given (class, template) pairs."""
+        return TextEmbedding(
+            self.pooled[classes, templates],
+            self.tokens[classes, templates],
+            self.mask[classes, templates],
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The bank's shape depends on the data it was built from: take it from the checkpoint.

@@ -47,6 +47,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         text_encoder=_container(cfg.text_encoder),
         class_names=datamodule.class_names,
         class_prompts=datamodule.class_prompts,
+        channels_last=cfg.channels_last,
     )
     module.encode_prompts(encoder)
     del encoder

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from diffusion_lit.samplers import ddpm_sample, spaced_timesteps
 from diffusion_lit.schedule import NoiseSchedule
 
 
@@ -34,29 +33,3 @@ def test_add_noise_then_predict_x0_round_trips():
 def test_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="schedule.kind"):
         NoiseSchedule(10, "quadratic")
-
-
-def test_spaced_timesteps():
-    assert spaced_timesteps(1000, 1000).tolist() == list(range(1000))
-    taus = spaced_timesteps(1000, 50)
-    assert len(taus) == 50 and taus[0] == 0 and taus[-1] == 999
-    with pytest.raises(ValueError, match="steps"):
-        spaced_timesteps(10, 11)
-
-
-# Strided DDPM plugs E[x_0 | x_t] into the posterior and so loses a little spread per long jump.
-@pytest.mark.parametrize("steps,std_tol", [(1000, 0.01), (100, 0.03)])
-def test_ddpm_sampler_recovers_a_gaussian_with_the_optimal_noise_predictor(steps, std_tol):
-    """For x_0 ~ N(μ, σ²) the optimal ε̂ is analytic: x_t ~ N(√ᾱ μ, ᾱσ² + 1 − ᾱ) and
-    ε̂ = √(1 − ᾱ) (x_t − √ᾱ μ) / (ᾱσ² + 1 − ᾱ). Sampling with it must give back μ and σ."""
-    mu, sigma = 0.3, 0.2
-    s = NoiseSchedule(1000)
-
-    def eps_fn(x, t):
-        a = s.alphas_cumprod[t].view(-1, 1)
-        return (1 - a).sqrt() * (x - a.sqrt() * mu) / (a * sigma**2 + 1 - a)
-
-    g = torch.Generator().manual_seed(0)
-    x = ddpm_sample(eps_fn, s, torch.randn(20000, 1, generator=g), steps, g, progress=False)
-    assert x.mean().item() == pytest.approx(mu, abs=0.01)
-    assert x.std().item() == pytest.approx(sigma, abs=std_tol)

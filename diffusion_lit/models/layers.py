@@ -1,8 +1,10 @@
-"""Building blocks shared by the UNets: time embeddings, conditioning dropout, residual blocks."""
+"""Building blocks shared by the UNets: time embeddings, conditioning dropout, residual blocks,
+attention."""
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,11 +25,30 @@ class LearnedTimeEmbedding(nn.Module):
         return self.mlp(self.embed(t))  # (B, dim)
 
 
+class SinusoidalTimeEmbedding(nn.Module):
+    """The enhanced UNet's time embedding: [sin(t·f_i), cos(t·f_i)] pairs with f_i = 10000^(−2i/d)
+    (the Transformer's positional encoding), then the same MLP as the learned one."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time_dim must be even for sin/cos pairs, got {dim}")
+        freqs = 10000 ** (-torch.arange(dim // 2, dtype=torch.float64) * 2 / dim)
+        self.register_buffer("freqs", freqs.float(), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t.float()[:, None] * self.freqs  # (B, d/2)
+        emb = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # sin, cos interleaved
+        return self.mlp(emb)  # (B, dim)
+
+
 class ConditionalDropout(nn.Module):
-    """Replaces a sample's whole text embedding by the null (zero) embedding with probability p.
+    """Drops a sample's whole text conditioning (→ the null embedding) with probability p.
 
     Active in training only, so the network also learns the unconditional noise prediction that
-    classifier-free guidance needs; identity in eval mode or when p = 0.
+    classifier-free guidance needs; identity in eval mode or when p = 0. ``forward`` returns the
+    per-sample keep mask (B,) so a network can drop its pooled vector and its tokens together.
     """
 
     def __init__(self, p: float):
@@ -36,11 +57,10 @@ class ConditionalDropout(nn.Module):
             raise ValueError(f"cond_drop_prob must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch_size: int, device: torch.device) -> torch.Tensor:
         if not self.training or self.p == 0.0:
-            return emb
-        keep = torch.rand(emb.shape[0], device=emb.device) >= self.p
-        return emb * keep.view(-1, *([1] * (emb.dim() - 1))).to(emb.dtype)
+            return torch.ones(batch_size, dtype=torch.bool, device=device)
+        return torch.rand(batch_size, device=device) >= self.p
 
 
 class ResBlock(nn.Module):
@@ -66,6 +86,79 @@ class ResBlock(nn.Module):
         h = self.block2(self.block1(x))
         h = h + self.cond_proj(cond)[:, :, None, None]  # (B, C_out, 1, 1) broadcast over H, W
         return h + self.shortcut(x)
+
+
+class ResidualBlock(nn.Module):
+    """The enhanced UNet's residual block: x + Conv(SiLU(Conv(GroupNorm(x)) + W·cond)).
+
+    The seed leaves open where the timestep enters; here the projected conditioning (time plus
+    pooled text) is added after the first conv, as in DDPM's ResNet blocks, so every block at
+    every resolution is told the noise level and the prompt. A 1×1 conv matches widths for the skip.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int):
+        super().__init__()
+        self.norm = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.cond_proj = nn.Linear(cond_dim, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.norm(x)) + self.cond_proj(cond)[:, :, None, None]
+        return self.shortcut(x) + self.conv2(F.silu(h))
+
+
+class Attention(nn.Module):
+    """Multi-head attention of image positions over a context, softmax(QKᵀ/√d)·V through
+    ``scaled_dot_product_attention``, added back to the input (pre-norm residual).
+
+    Self-attention when ``context_dim`` is None (queries, keys and values from the image);
+    cross-attention otherwise, over text tokens (B, L, context_dim) with a padding mask. A learned
+    null token is always among the keys, so a prompt dropped to "no text" (all tokens masked)
+    still has something to attend to.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, context_dim: int | None = None):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention_heads={heads} must divide the width {channels}")
+        self.heads, self.cross = heads, context_dim is not None
+        self.norm = group_norm(channels)
+        self.to_q = nn.Linear(channels, channels)
+        kv_dim = context_dim if self.cross else channels
+        self.to_kv = nn.Linear(kv_dim, 2 * channels)
+        self.proj = nn.Linear(channels, channels)
+        if self.cross:
+            self.null_token = nn.Parameter(torch.zeros(1, 1, context_dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q_in = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        attn_mask = None
+        if self.cross:
+            context = torch.cat([self.null_token.expand(b, -1, -1).to(context), context], dim=1)
+            keep = torch.ones(b, 1, dtype=torch.bool, device=x.device)
+            attn_mask = torch.cat([keep, mask], dim=1)[:, None, None, :]  # (B, 1, 1, 1 + L)
+        else:
+            context = q_in
+        q = self.to_q(q_in)
+        k, v = self.to_kv(context).chunk(2, dim=-1)
+        q, k, v = (
+            z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v)
+        )  # (B, nh, N, hs)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = self.proj(out.transpose(1, 2).flatten(2))  # (B, HW, C)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
 def check_image_size(image_size: int, factor: int) -> None:

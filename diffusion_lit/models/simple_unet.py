@@ -47,12 +47,20 @@ class SimpleUNet(nn.Module):
         self.head = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 1))
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, C, H, W), t: (B,) int64, text: (B, text_dim) pooled embedding or None (null)."""
-        if text is None:  # the null (unconditional) embedding is zero, as in cond-dropout
-            text = x.new_zeros(x.shape[0], self.text_dim)
-        cond = self.time_embed(t) + self.text_proj(self.cond_dropout(text))  # e_t + W_text·e_text
+        """x: (B, C, H, W), t: (B,) int64, pooled: (B, text_dim) text embedding or None (the null
+        embedding, zero). The seed's simple UNet does not use the token sequence (tokens, mask)."""
+        if pooled is None:
+            pooled = x.new_zeros(x.shape[0], self.text_dim)
+        keep = self.cond_dropout(x.shape[0], x.device)  # dropped → the zero null embedding
+        text = pooled * keep[:, None].to(pooled.dtype)
+        cond = self.time_embed(t) + self.text_proj(text)  # e_cond = e_t + W_text·e_text
 
         d1 = self.down1(x, cond)  # (B, c, H, W)
         d2 = self.down2(self.pool(d1), cond)  # (B, 2c, H/2, W/2)

@@ -1,0 +1,113 @@
+"""The seed's enhanced TextGuidedUNet: sinusoidal time embedding, conditional text dropout,
+cross-attention to the prompt's tokens, self-attention at the bottleneck."""
+
+import torch
+from torch import nn
+
+from diffusion_lit.models.layers import (
+    Attention,
+    ConditionalDropout,
+    ResidualBlock,
+    SinusoidalTimeEmbedding,
+    check_image_size,
+)
+
+
+class DownBlock(nn.Module):
+    """Residual block, optional cross-attention, residual block, then a stride-2 conv.
+    Returns the features (the skip connection) and their downsampled version."""
+
+    def __init__(self, in_ch, out_ch, cond_dim, text_dim, heads, cross_attention):
+        super().__init__()
+        self.res1 = ResidualBlock(in_ch, out_ch, cond_dim)
+        self.attn = Attention(out_ch, heads, text_dim) if cross_attention else None
+        self.res2 = ResidualBlock(out_ch, out_ch, cond_dim)
+        self.down = nn.Conv2d(out_ch, out_ch, 3, stride=2, padding=1)
+
+    def forward(self, x, cond, tokens, mask):
+        h = self.res1(x, cond)
+        if self.attn is not None:
+            h = self.attn(h, tokens, mask)
+        h = self.res2(h, cond)
+        return h, self.down(h)  # (B, out, H, W), (B, out, H/2, W/2)
+
+
+class UpBlock(nn.Module):
+    """Transposed conv (×2), concat with the encoder's skip, residual block, optional
+    cross-attention, residual block."""
+
+    def __init__(self, in_ch, skip_ch, out_ch, cond_dim, text_dim, heads, cross_attention):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_ch, in_ch, 4, stride=2, padding=1)
+        self.res1 = ResidualBlock(in_ch + skip_ch, out_ch, cond_dim)
+        self.attn = Attention(out_ch, heads, text_dim) if cross_attention else None
+        self.res2 = ResidualBlock(out_ch, out_ch, cond_dim)
+
+    def forward(self, x, skip, cond, tokens, mask):
+        h = self.res1(torch.cat([self.up(x), skip], dim=1), cond)
+        if self.attn is not None:
+            h = self.attn(h, tokens, mask)
+        return self.res2(h, cond)
+
+
+class TextGuidedUNet(nn.Module):
+    """Two DownBlocks, a bottleneck (residual, self-attention, residual), two UpBlocks and a
+    1×1 output conv. Widths: ``base_channels`` at full resolution, twice that below."""
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        text_dim: int,
+        base_channels: int = 64,
+        time_dim: int = 128,
+        cond_drop_prob: float = 0.1,
+        attention_heads: int = 4,
+        cross_attention: bool = True,
+    ):
+        super().__init__()
+        check_image_size(image_size, 4)
+        c, c2 = base_channels, 2 * base_channels
+        self.image_size, self.in_channels, self.text_dim = image_size, in_channels, text_dim
+        attn = dict(text_dim=text_dim, heads=attention_heads, cross_attention=cross_attention)
+
+        self.time_embed = SinusoidalTimeEmbedding(time_dim)
+        self.text_proj = nn.Linear(text_dim, time_dim)
+        self.cond_dropout = ConditionalDropout(cond_drop_prob)
+
+        self.down1 = DownBlock(in_channels, c, time_dim, **attn)
+        self.down2 = DownBlock(c, c2, time_dim, **attn)
+        self.mid1 = ResidualBlock(c2, c2, time_dim)
+        self.mid_attn = Attention(c2, attention_heads)
+        self.mid2 = ResidualBlock(c2, c2, time_dim)
+        self.up1 = UpBlock(c2, c2, c2, time_dim, **attn)
+        self.up2 = UpBlock(c2, c, c, time_dim, **attn)
+        self.out = nn.Conv2d(c, in_channels, 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, C, H, W), t: (B,), pooled: (B, D), tokens: (B, L, D), mask: (B, L) bool.
+        Missing text is the null prompt: a zero pooled vector and no tokens."""
+        b = x.shape[0]
+        if pooled is None:
+            pooled = x.new_zeros(b, self.text_dim)
+        if tokens is None:
+            tokens = x.new_zeros(b, 1, self.text_dim)
+            mask = torch.zeros(b, 1, dtype=torch.bool, device=x.device)
+        keep = self.cond_dropout(b, x.device)  # a dropped prompt loses its vector and its tokens
+        pooled = pooled * keep[:, None].to(pooled.dtype)
+        mask = mask & keep[:, None]
+        cond = self.time_embed(t) + self.text_proj(pooled)  # (B, d_time), reaches every block
+
+        skip1, h = self.down1(x, cond, tokens, mask)  # (B, c, H, W), (B, c, H/2, W/2)
+        skip2, h = self.down2(h, cond, tokens, mask)  # (B, 2c, H/2, W/2), (B, 2c, H/4, W/4)
+        h = self.mid2(self.mid_attn(self.mid1(h, cond)), cond)
+        h = self.up1(h, skip2, cond, tokens, mask)  # (B, 2c, H/2, W/2)
+        h = self.up2(h, skip1, cond, tokens, mask)  # (B, c, H, W)
+        return self.out(h)

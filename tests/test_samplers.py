@@ -1,0 +1,74 @@
+"""The samplers against an analytic optimum: for x_0 ~ N(μ, s²), x_t ~ N(√ᾱ μ, ᾱs² + 1 − ᾱ) and
+the optimal noise predictor is ε̂(x_t, t) = √(1 − ᾱ) (x_t − √ᾱ μ) / (ᾱs² + 1 − ᾱ). Sampling with
+it must give back μ and s. No network is involved, so this checks the sampler maths alone."""
+
+import pytest
+import torch
+
+from diffusion_lit.samplers import run_sampler, spaced_timesteps
+from diffusion_lit.schedule import NoiseSchedule
+
+MU, S = 0.3, 0.5
+SCHEDULE = NoiseSchedule(1000)
+
+
+def optimal_eps(x, t):
+    a = SCHEDULE.alphas_cumprod[t].view(-1, 1)
+    return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
+
+
+def sample(name, steps, eta=0.0, seed=0, n=20000):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=g)
+    # no clipping to [-1, 1]: it would cut the Gaussian's tails
+    return run_sampler(name, optimal_eps, SCHEDULE, x, steps, g, eta, progress=False, clip_x0=False)
+
+
+# (sampler, steps, eta, relative tolerance on s). Few steps cost a little spread (a first-order
+# step across the low-noise end is long); second-order DPM-Solver++ needs the fewest.
+CASES = [
+    ("ddpm", 1000, 0.0, 0.02),
+    ("ddim", 1000, 1.0, 0.02),
+    ("ddim", 1000, 0.0, 0.02),
+    ("ddpm", 250, 0.0, 0.04),
+    ("ddim", 100, 0.0, 0.04),
+    ("dpmpp_2m", 50, 0.0, 0.02),
+    ("dpmpp_2m", 20, 0.0, 0.05),
+]
+
+
+@pytest.mark.parametrize("name,steps,eta,rel", CASES)
+def test_sampler_recovers_the_gaussian(name, steps, eta, rel):
+    x = sample(name, steps, eta)
+    assert x.mean().item() == pytest.approx(MU, abs=0.015)
+    assert x.std().item() == pytest.approx(S, rel=rel)
+
+
+def test_ddim_at_eta_one_with_all_steps_is_ddpm():
+    torch.testing.assert_close(sample("ddim", 1000, eta=1.0, n=500), sample("ddpm", 1000, n=500))
+
+
+def test_deterministic_samplers_ignore_the_seed_after_the_start():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 1, generator=g)
+    for name in ["dpmpp_2m", "ddim"]:
+        a = run_sampler(
+            name, optimal_eps, SCHEDULE, x, 10, torch.Generator().manual_seed(1), progress=False
+        )
+        b = run_sampler(
+            name, optimal_eps, SCHEDULE, x, 10, torch.Generator().manual_seed(2), progress=False
+        )
+        torch.testing.assert_close(a, b)
+
+
+def test_unknown_sampler_is_refused():
+    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp_2m"):
+        run_sampler("euler", optimal_eps, SCHEDULE, torch.zeros(1, 1))
+
+
+def test_spaced_timesteps():
+    assert spaced_timesteps(1000, 1000).tolist() == list(range(1000))
+    taus = spaced_timesteps(1000, 50)
+    assert len(taus) == 50 and taus[0] == 0 and taus[-1] == 999
+    with pytest.raises(ValueError, match="steps"):
+        spaced_timesteps(10, 11)
