@@ -46,8 +46,8 @@ class SampleGrid(L.Callback):
         out_dir: str | Path,
         every_n_epochs: int = 0,
         num_per_class: int = 8,
-        sampler: str = "ddim",
-        steps: int = 50,
+        sampler: str = "ddpm",
+        steps: int = 100,
         guidance_scale: float = 3.0,
         seed: int = 0,
     ):

@@ -113,10 +113,12 @@ def test_wandb_logger_goes_offline_without_an_api_key(tiny_cfg, monkeypatch, tmp
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login either
-    cfg = tiny_cfg("logger=wandb", "trainer.max_epochs=1", "~callbacks.sample_grid")
+    cfg = tiny_cfg("logger=wandb", "trainer.max_epochs=1", "callbacks.sample_grid.every_n_epochs=1")
     train(cfg)
     assert os.environ["WANDB_MODE"] == "offline"
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert runs
+    assert list(runs[0].glob("files/media/images/samples_*.png"))  # the grid went to wandb
 
 
 def test_clip_unavailable_stops_training_before_any_work(tiny_cfg):
