@@ -145,7 +145,8 @@ def test_resume_from_a_checkpoint_continues_the_epochs(trained_run, tmp_path):
     assert [line.split(" : ")[0] for line in lines] == ["Epoch#2"]
 
 
-def test_flowers_train_end_to_end_in_rgb(tmp_path):
+@pytest.mark.parametrize("model", ["simple", "enhanced"])
+def test_flowers_train_end_to_end_in_rgb(tmp_path, model):
     from PIL import Image
 
     root = tmp_path / "flowers"
@@ -166,6 +167,7 @@ def test_flowers_train_end_to_end_in_rgb(tmp_path):
             "data.pin_memory=false",
             "data.val_fraction=0.25",
             "debug=fdr",
+            f"model={model}",
         ],
         run_dir=tmp_path / "run",
     )
