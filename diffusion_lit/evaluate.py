@@ -1,0 +1,178 @@
+"""Evaluation entry point: ``python -m diffusion_lit.evaluate ckpt_path=<ckpt> data=<data>``.
+
+Trains (``train_classifier=true``) or loads the judge classifier for the data, samples
+``images_per_class`` images for every class prompt, and writes ``eval.json``, ``eval.md`` and
+``grid.png`` next to the checkpoint."""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import Subset
+from torchvision.utils import save_image
+
+from diffusion_lit.config import build
+from diffusion_lit.evaluation import (
+    evaluate_samples,
+    load_classifier,
+    save_classifier,
+    stack,
+    timed,
+    train_classifier,
+)
+from diffusion_lit.pipeline import TextToImage
+
+log = logging.getLogger(__name__)
+
+
+def classifier_path(cfg: DictConfig) -> Path:
+    dataset = cfg.data.dataset._target_.rsplit(".", 1)[-1]
+    name = f"{dataset}_{cfg.data.image_size}px_{cfg.data.channels}ch"
+    return Path(cfg.classifier.dir) / name
+
+
+def default_out_dir(cfg: DictConfig) -> Path:
+    ckpt = Path(cfg.ckpt_path)
+    raw = "" if cfg.use_ema else "-raw"
+    return ckpt.parent / f"eval-{ckpt.stem}-{cfg.sampler}{cfg.steps}-w{cfg.guidance_scale:g}{raw}"
+
+
+def standard_metrics(cfg: DictConfig, real: torch.Tensor, fake: torch.Tensor, prompts) -> dict:
+    """Inception FID/KID and CLIPScore where their weights are available; a note otherwise."""
+    result, notes = {}, {}
+    to_rgb = lambda x: ((x + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)  # noqa: E731
+    if cfg.inception_weights:
+        try:
+            from torchmetrics.image.fid import FrechetInceptionDistance
+
+            fid = FrechetInceptionDistance(
+                feature_extractor_weights_path=cfg.inception_weights, normalize=True
+            )
+            fid.update(to_rgb(real), real=True)
+            fid.update(to_rgb(fake), real=False)
+            result["fid_inception"] = fid.compute().item()
+        except Exception as err:  # an optional extra: never fail the evaluation over it
+            notes["fid_inception"] = f"skipped: {err}"
+    else:
+        notes["fid_inception"] = "skipped: no Inception weights offline (inception_weights=<path>)"
+    if cfg.clip_model:
+        try:
+            from torchmetrics.multimodal.clip_score import CLIPScore
+
+            score = CLIPScore(model_name_or_path=cfg.clip_model)
+            images = (to_rgb(fake) * 255).to(torch.uint8)
+            result["clip_score"] = score(images, prompts).item()
+        except Exception as err:
+            notes["clip_score"] = f"skipped: {err}"
+    else:
+        notes["clip_score"] = "skipped: no CLIP weights offline (clip_model=<name or path>)"
+    return result | ({"notes": notes} if notes else {})
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Returns the evaluation (or, with no checkpoint, the judge's held-out accuracy)."""
+    pipe = None
+    if cfg.ckpt_path:
+        pipe = TextToImage.from_checkpoint(cfg.ckpt_path, cfg.device, use_ema=cfg.use_ema)
+        with open_dict(cfg):  # evaluate at the size the model generates
+            cfg.data.image_size = pipe.module.net.image_size
+            cfg.data.channels = pipe.module.net.in_channels
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")
+    classes = datamodule.class_names
+    path = classifier_path(cfg)
+
+    if cfg.train_classifier:
+        judge, acc = train_classifier(
+            datamodule.train_set, datamodule.val_set, cfg.data.channels, len(classes),
+            epochs=cfg.classifier.epochs, batch_size=cfg.classifier.batch_size,
+            lr=cfg.classifier.lr, seed=cfg.seed,
+        )  # fmt: skip
+        meta = {"classes": classes, "image_size": cfg.data.image_size,
+                "channels": cfg.data.channels, "val_accuracy": acc}  # fmt: skip
+        save_classifier(judge, path, meta)
+        log.info("Judge classifier: %.1f%% on held-out images; saved to %s", 100 * acc, path)
+        if pipe is None:
+            return {"classifier_accuracy": acc, "classifier": str(path)}
+    if pipe is None:
+        raise ValueError("Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true.")
+
+    judge, meta = load_classifier(path)
+    trained_on = list(pipe.module.hparams.class_names)
+    if meta["classes"] != classes or trained_on != classes:
+        raise ValueError(
+            f"The judge at {path} knows classes {meta['classes']}, the data has {classes} and "
+            f"the checkpoint {trained_on}: pass the data the model was trained on, and retrain "
+            "the judge (train_classifier=true) if the data changed."
+        )
+
+    n = cfg.images_per_class
+    images, seconds = timed(
+        pipe, None, num_images=n, guidance_scale=cfg.guidance_scale, sampler=cfg.sampler,
+        steps=cfg.steps, eta=cfg.eta, seed=cfg.seed, batch_size=cfg.batch_size,
+    )  # fmt: skip
+    samples = images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
+    labels = torch.arange(len(classes)).repeat_interleave(n)
+    heldout, _ = stack(datamodule.val_set)
+    # as many training images, without augmentation (the val transform over train indices)
+    train_indices = datamodule.train_set.indices[: len(heldout)]
+    reference, _ = stack(Subset(datamodule.val_set.dataset, train_indices))
+
+    result = {
+        "checkpoint": str(cfg.ckpt_path),
+        "sampler": cfg.sampler, "steps": cfg.steps, "eta": cfg.eta,
+        "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema, "seed": cfg.seed,
+        "images_per_class": n, "heldout_images": len(heldout),
+        "classifier": str(path), "classifier_accuracy": meta["val_accuracy"],
+        "sampling_seconds": seconds, "images_per_second": len(samples) / seconds,
+    }  # fmt: skip
+    result |= evaluate_samples(judge, samples, labels, heldout, reference, classes)
+    prompts = [p for p in pipe.class_prompts for _ in range(n)]
+    result |= standard_metrics(cfg, heldout, samples, prompts)
+    write_report(result, images, Path(cfg.out_dir or default_out_dir(cfg)))
+    return result
+
+
+def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    save_image(images[:, :8].flatten(0, 1), out_dir / "grid.png", nrow=min(8, images.shape[1]))
+    table = report_table(result)
+    per_class = ", ".join(f"{k} {v:.0%}" for k, v in result["per_class_accuracy"].items())
+    (out_dir / "eval.md").write_text(
+        f"# Evaluation of `{result['checkpoint']}`\n\n{table}\n\nPer class: {per_class}\n\n"
+        "![samples, a row per class prompt](grid.png)\n"
+    )
+    print(table)
+    for name, note in result.get("notes", {}).items():
+        print(f"{name}: {note}")
+    log.info("Wrote %s", out_dir / "eval.json")
+
+
+def report_table(r: dict) -> str:
+    return "\n".join([
+        f"{r['sampler']} {r['steps']} steps, guidance {r['guidance_scale']:g}, "
+        f"{'EMA' if r['use_ema'] else 'raw'} weights, {r['images_per_class']} images per class, "
+        f"seed {r['seed']}",
+        "",
+        "| metric | samples | real vs real |",
+        "|---|---|---|",
+        f"| conditional accuracy (judge) | {r['conditional_accuracy']:.1%} "
+        f"| {r['classifier_accuracy']:.1%} (judge on held-out) |",
+        f"| FID (judge features) | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} |",
+        f"| KID (judge features) | {r['kid_mean']:.4f} ± {r['kid_std']:.4f} "
+        f"| {r['kid_mean_real_vs_real']:.4f} ± {r['kid_std_real_vs_real']:.4f} |",
+        f"| sampling speed | {r['images_per_second']:.1f} img/s | |",
+    ])  # fmt: skip
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg).get("conditional_accuracy")
+
+
+if __name__ == "__main__":
+    main()
