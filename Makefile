@@ -7,7 +7,7 @@ ARGS ?=
 # the newest run's last checkpoint, for `make sample`
 CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
-.PHONY: setup train test sample lint fashion-mnist clean
+.PHONY: setup train test sample evaluate bench lint fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,17 @@ test: $(STAMP)
 sample: $(STAMP)
 	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }
 	$(BIN)/python -m diffusion_lit.sample ckpt_path=$(CKPT) $(ARGS)
+
+evaluate: $(STAMP)
+	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }
+	test -f outputs/classifiers/Digits_16px_1ch.safetensors || $(BIN)/python -m diffusion_lit.evaluate train_classifier=true data=digits data.image_size=16
+	$(BIN)/python -m diffusion_lit.evaluate ckpt_path=$(CKPT) data=digits $(ARGS)
+
+# the benchmarks; each appends its table to bench/RESULTS.md (sampling needs a quickstart run)
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/sampling.py $(CKPT)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/time_to_quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check diffusion_lit tests

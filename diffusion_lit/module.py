@@ -34,6 +34,7 @@ class DiffusionModule(L.LightningModule):
         class_names: list[str],
         class_prompts: list[list[str]],
         channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -41,6 +42,8 @@ class DiffusionModule(L.LightningModule):
         # NHWC layout: on GPUs with tensor cores, convolutions can skip layout transposes
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()  # in place: parameter names, and so checkpoints, stay the same
         self.schedule = build(schedule)
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()

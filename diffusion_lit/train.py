@@ -35,8 +35,9 @@ def _wandb_offline_unless_logged_in(cfg: DictConfig) -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
-    """Trains the configured model; returns the final metrics and the objects it built."""
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict]:
+    """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run);
+    returns the final metrics and the objects it built."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
     encoder = build(cfg.text_encoder)  # fails here, before any work, if unavailable
@@ -48,6 +49,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         class_names=datamodule.class_names,
         class_prompts=datamodule.class_prompts,
         channels_last=cfg.channels_last,
+        compile=cfg.compile,
     )
     module.encode_prompts(encoder)
     del encoder
@@ -55,6 +57,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     _wandb_offline_unless_logged_in(cfg)
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += extra_callbacks or []
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(_container(cfg))

@@ -1,0 +1,79 @@
+"""Shared by the benchmark scripts: composing a run config, timing steps, recording results."""
+
+import datetime
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SMOKE = "--smoke" in sys.argv  # tiny sizes, a temporary folder, nothing recorded: for the tests
+OUT = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "outputs" / "bench"
+
+
+def config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+class StepClock:
+    """Per-step wall times after ``warmup`` steps; median images per second."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.seconds, self.images, self.step = warmup, [], [], 0
+
+    def start(self) -> None:
+        sync()
+        self.t0 = time.perf_counter()
+
+    def stop(self, images: int) -> None:
+        sync()
+        if self.step >= self.warmup:
+            self.seconds.append(time.perf_counter() - self.t0)
+            self.images.append(images)
+        self.step += 1
+
+    def img_per_s(self) -> float:
+        return statistics.median(n / s for n, s in zip(self.images, self.seconds, strict=True))
+
+
+class LightningStepClock(L.Callback):
+    def __init__(self, clock: StepClock):
+        self.clock = clock
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.clock.start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.clock.stop(len(batch[0]))
+
+
+def record(title: str, table: str, notes: str = "") -> None:
+    """Prints the table and, unless a smoke run, appends it to bench/RESULTS.md."""
+    print(f"\n{title}\n\n{table}\n")
+    if SMOKE:
+        return
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    stamp = datetime.date.today().isoformat()
+    with RESULTS.open("a", encoding="utf-8") as f:
+        f.write(f"\n## {stamp} — {title}\n\nMachine: {machine()}.\n\n```\n{command}\n```\n\n")
+        f.write(f"{table}\n" + (f"\n{notes}\n" if notes else ""))

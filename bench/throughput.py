@@ -1,0 +1,145 @@
+"""Training throughput, measured side by side in one run:
+
+1. this project's Lightning training vs a plain PyTorch loop of the same model, data and batch
+   (the framework overhead), for both UNets at the quickstart and the seed-MNIST sizes, eager vs
+   channels_last vs torch.compile;
+2. the peer: diffusers' UNet2DConditionModel at a size comparable to the enhanced UNet, in the
+   same plain loop, with parameter counts.
+
+img/s is the median over training steps after warm-up (each step timed from its batch to the
+optimizer update; data loading excluded).
+
+    python bench/throughput.py [--smoke]
+"""
+
+import torch
+import torch.nn.functional as F
+from common import OUT, SMOKE, LightningStepClock, StepClock, config, record
+
+from diffusion_lit.config import build
+from diffusion_lit.train import train
+
+CPU = not torch.cuda.is_available()
+SIZES = {  # name: data/model overrides (the seed-MNIST batch is cut on CPU to keep it minutes)
+    "quickstart 16px×1": ["data.image_size=16", "data.channels=1", "data.batch_size=64",
+                          "model.base_channels=32", "model.time_dim=64"],
+    "seed-MNIST 56px×3": ["data.image_size=56", "data.channels=3",
+                          f"data.batch_size={16 if CPU else 128}",
+                          "model.base_channels=64", "model.time_dim=128"],
+}  # fmt: skip
+if SMOKE:
+    SIZES = {"smoke 8px×1": ["data.image_size=8", "data.channels=1", "data.batch_size=8",
+                             "model.base_channels=4", "model.time_dim=8"]}  # fmt: skip
+STEPS, WARMUP = (4, 1) if SMOKE else (25, 5)
+COMMON = ["data=digits", "data.num_workers=0", "trainer=cpu" if CPU else "trainer=gpu",
+          "trainer.precision=32", "~logger", "~callbacks.sample_grid", "~callbacks.curves",
+          "~callbacks.model_checkpoint",
+          "trainer.max_epochs=-1", f"+trainer.max_steps={STEPS}", "+trainer.limit_val_batches=0",
+          "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]  # fmt: skip
+
+
+def lightning_img_per_s(overrides: list[str], run_dir) -> float:
+    cfg = config([*COMMON, *overrides, f"paths.run_dir={run_dir}"])
+    clock = StepClock(WARMUP)
+    train(cfg, extra_callbacks=[LightningStepClock(clock)])
+    return clock.img_per_s()
+
+
+def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
+    """The same diffusion step as a hand-written loop: no trainer, no metrics, no EMA."""
+    cfg = config([*COMMON, *overrides])
+    datamodule = build(cfg.data)
+    datamodule.setup("fit")
+    encoder = build(cfg.text_encoder)
+    prompts = encoder.encode([p[0] for p in datamodule.class_prompts])
+    device = torch.device("cpu" if CPU else "cuda")
+    net = (net or build(cfg.model)).to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net.to(memory_format=fmt)
+    if cfg.compile:
+        net.compile()
+    schedule = build(cfg.schedule).to(device)
+    optimizer = build(cfg.optimizer)(params=net.parameters())
+    clock = StepClock(WARMUP)
+    batches = iter(datamodule.train_dataloader())
+    for _ in range(STEPS):
+        x0, labels = (z.to(device) for z in next(batches))
+        clock.start()
+        t = torch.randint(schedule.timesteps, (len(x0),), device=device)
+        noise = torch.randn_like(x0)
+        x_t = schedule.add_noise(x0, noise, t).contiguous(memory_format=fmt)
+        text = prompts.map(lambda z, labels=labels: z.to(device)[labels.cpu()])
+        pred = net(x_t, t, text.pooled, text.tokens, text.mask)
+        pred = (
+            pred.sample if hasattr(pred, "sample") else pred
+        )  # diffusers returns an output object
+        loss = F.mse_loss(pred, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        clock.stop(len(x0))
+    return clock.img_per_s(), sum(p.numel() for p in net.parameters())
+
+
+class DiffusersUNet(torch.nn.Module):
+    """diffusers' UNet2DConditionModel behind this project's (x, t, pooled, tokens, mask) call."""
+
+    def __init__(self, image_size, in_channels, text_dim, base_channels):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        c = base_channels
+        self.unet = UNet2DConditionModel(
+            sample_size=image_size, in_channels=in_channels, out_channels=in_channels,
+            layers_per_block=1, block_out_channels=(c, 2 * c), norm_num_groups=min(8, c),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=text_dim, attention_head_dim=max(1, c // 4),
+        )  # fmt: skip
+
+    def forward(self, x, t, pooled, tokens, mask):
+        return self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask).sample
+
+
+def main() -> None:
+    rows = ["| size | model | variant | Lightning img/s | plain loop img/s | Lightning / plain |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    variants = {"eager": [], "channels_last": ["channels_last=true"]}
+    if not SMOKE:
+        variants["torch.compile"] = ["compile=true"]
+    for size, size_overrides in SIZES.items():
+        for model in ["simple", "enhanced"]:
+            for variant, extra in variants.items():
+                if variant == "torch.compile" and not size.startswith("quickstart"):
+                    continue  # minutes of compiling per model on a CPU: the small size shows it
+                overrides = [f"model={model}", *size_overrides, *extra]
+                lit = lightning_img_per_s(overrides, OUT / model)
+                plain, _ = plain_loop_img_per_s(overrides)
+                rows.append(f"| {size} | {model} | {variant} | {lit:.0f} | {plain:.0f} "
+                            f"| {lit / plain:.2f} |")  # fmt: skip
+    record("Training throughput: Lightning vs a plain PyTorch loop", "\n".join(rows))  # fmt: skip
+
+    peer = [
+        "| size | model | parameters | plain loop img/s | × enhanced |",
+        "|---|---|---|---|---|",
+    ]
+    for size, size_overrides in SIZES.items():
+        cfg = config([*COMMON, "model=enhanced", *size_overrides])
+        ours, ours_params = plain_loop_img_per_s(["model=enhanced", *size_overrides])
+        theirs_net = DiffusersUNet(cfg.data.image_size, cfg.data.channels, cfg.text_encoder.dim,
+                                   cfg.model.base_channels)  # fmt: skip
+        theirs, theirs_params = plain_loop_img_per_s(
+            ["model=enhanced", *size_overrides], theirs_net
+        )
+        peer.append(
+            f"| {size} | enhanced (this project) | {ours_params / 1e6:.2f} M | {ours:.0f} | 1.00 |"
+        )
+        peer.append(f"| {size} | diffusers UNet2DConditionModel | {theirs_params / 1e6:.2f} M "
+                    f"| {theirs:.0f} | {theirs / ours:.2f} |")  # fmt: skip
+    record("Peer: diffusers' UNet2DConditionModel vs the enhanced UNet", "\n".join(peer),
+           notes="diffusers: two CrossAttnDownBlock2D/UpBlock2D levels, widths (c, 2c), one "
+           "layer per block, cross-attention to the same MiniLM tokens.")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The benchmark scripts run in smoke mode (tiny sizes, seconds), so they cannot rot."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def run_bench(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args, "--smoke"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_throughput_bench_smoke():
+    out = run_bench("throughput.py")
+    assert "Lightning / plain" in out and "| smoke 8px×1 | enhanced | channels_last |" in out
+    assert "diffusers UNet2DConditionModel" in out
+
+
+@pytest.mark.slow
+def test_sampling_bench_smoke(trained_run):
+    run_dir, _, _ = trained_run
+    out = run_bench("sampling.py", str(run_dir / "checkpoints" / "last.ckpt"), "data.image_size=8")
+    for sampler in ["ddpm", "ddim", "dpmpp_2m"]:
+        assert f"| {sampler} |" in out
+
+
+@pytest.mark.slow
+def test_time_to_quality_bench_smoke():
+    out = run_bench("time_to_quality.py")
+    assert "| epoch | training wall time (s) | conditional accuracy |" in out
+    assert "| 1 |" in out
