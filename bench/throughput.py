@@ -30,7 +30,7 @@ SIZES = {  # name: data/model overrides (the seed-MNIST batch is cut on CPU to k
 if SMOKE:
     SIZES = {"smoke 8px×1": ["data.image_size=8", "data.channels=1", "data.batch_size=8",
                              "model.base_channels=4", "model.time_dim=8"]}  # fmt: skip
-STEPS, WARMUP = (4, 1) if SMOKE else (25, 5)
+STEPS, WARMUP = (4, 1) if SMOKE else (12, 3)
 COMMON = ["data=digits", "data.num_workers=0", "trainer=cpu" if CPU else "trainer=gpu",
           "trainer.precision=32", "~logger", "~callbacks.sample_grid", "~callbacks.curves",
           "~callbacks.model_checkpoint",
