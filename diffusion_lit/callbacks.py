@@ -28,6 +28,29 @@ class AccuracyLog(L.Callback):
             f.write(f"Epoch#{trainer.current_epoch} : Accuracy ≈ {value:.4f}\n")
 
 
+def warmup_ema(decay: float):
+    """The EMA update with a warm-up: after n updates the decay is min(decay, (1 + n)/(10 + n))."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        return d * averaged + (1 - d) * current  # (also right for constant bool buffers)
+
+    return update
+
+
+class WarmupEMA(WeightAveraging):
+    """An exponential moving average of the weights, updated every step, with a warmed-up decay.
+
+    Hand-written over Lightning's ``WeightAveraging`` (which does the swapping for validation,
+    checkpointing and DDP) because its ``EMAWeightAveraging`` keeps the decay fixed: then for the
+    first ~1/(1 − decay) steps the average is dominated by the random initial weights, which
+    ruins the samples of short runs.
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs):
+        super().__init__(avg_fn=warmup_ema(decay), **kwargs)
+
+
 def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.LightningModule:
     """The EMA copy of the module kept by Lightning's weight-averaging callback, if one runs."""
     for callback in trainer.callbacks:

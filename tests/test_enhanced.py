@@ -7,6 +7,7 @@ import pytest
 import torch
 from test_data import write_idx
 
+from diffusion_lit.callbacks import warmup_ema
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.train import train
 
@@ -55,6 +56,13 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_what_sampling_uses(enhance
     # training ended with the EMA weights copied into the model, as sampling sees them
     trained = objects["module"].state_dict()[name]
     torch.testing.assert_close(trained, ema[name])
+
+
+def test_ema_decay_warms_up():
+    update = warmup_ema(0.999)
+    avg, cur = torch.zeros(3), torch.ones(3)
+    torch.testing.assert_close(update(avg, cur, torch.tensor(0)), torch.full((3,), 0.9))
+    torch.testing.assert_close(update(avg, cur, torch.tensor(10**6)), torch.full((3,), 0.001))
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddpm", 20), ("ddim", 5), ("dpmpp_2m", 5)])
