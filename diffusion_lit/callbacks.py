@@ -32,7 +32,7 @@ def warmup_ema(decay: float):
     """The EMA update with a warm-up: after n updates the decay is min(decay, (1 + n)/(10 + n))."""
 
     def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        d = ((1 + n) / (10 + n)).clamp(max=decay)  # a tensor op: no host sync per parameter
         return d * averaged + (1 - d) * current  # (also right for constant bool buffers)
 
     return update
