@@ -40,10 +40,14 @@ def default_out_dir(cfg: DictConfig) -> Path:
     return ckpt.parent / f"eval-{ckpt.stem}-{cfg.sampler}{cfg.steps}-w{cfg.guidance_scale:g}{raw}"
 
 
+def to_rgb01(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] images with 1 or 3 channels → RGB in [0, 1], as the standard metrics take them."""
+    return ((x + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
+
+
 def standard_metrics(cfg: DictConfig, real: torch.Tensor, fake: torch.Tensor, prompts) -> dict:
     """Inception FID/KID and CLIPScore where their weights are available; a note otherwise."""
     result, notes = {}, {}
-    to_rgb = lambda x: ((x + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)  # noqa: E731
     if cfg.inception_weights:
         try:
             from torchmetrics.image.fid import FrechetInceptionDistance
@@ -51,8 +55,8 @@ def standard_metrics(cfg: DictConfig, real: torch.Tensor, fake: torch.Tensor, pr
             fid = FrechetInceptionDistance(
                 feature_extractor_weights_path=cfg.inception_weights, normalize=True
             )
-            fid.update(to_rgb(real), real=True)
-            fid.update(to_rgb(fake), real=False)
+            fid.update(to_rgb01(real), real=True)
+            fid.update(to_rgb01(fake), real=False)
             result["fid_inception"] = fid.compute().item()
         except Exception as err:  # an optional extra: never fail the evaluation over it
             notes["fid_inception"] = f"skipped: {err}"
@@ -63,7 +67,7 @@ def standard_metrics(cfg: DictConfig, real: torch.Tensor, fake: torch.Tensor, pr
             from torchmetrics.multimodal.clip_score import CLIPScore
 
             score = CLIPScore(model_name_or_path=cfg.clip_model)
-            images = (to_rgb(fake) * 255).to(torch.uint8)
+            images = (to_rgb01(fake) * 255).to(torch.uint8)
             result["clip_score"] = score(images, prompts).item()
         except Exception as err:
             notes["clip_score"] = f"skipped: {err}"
