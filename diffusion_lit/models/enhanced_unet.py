@@ -6,9 +6,9 @@ from torch import nn
 
 from diffusion_lit.models.layers import (
     Attention,
-    ConditionalDropout,
     ResidualBlock,
     SinusoidalTimeEmbedding,
+    TextConditioning,
     check_image_size,
 )
 
@@ -72,8 +72,7 @@ class TextGuidedUNet(nn.Module):
         attn = dict(text_dim=text_dim, heads=attention_heads, cross_attention=cross_attention)
 
         self.time_embed = SinusoidalTimeEmbedding(time_dim)
-        self.text_proj = nn.Linear(text_dim, time_dim)
-        self.cond_dropout = ConditionalDropout(cond_drop_prob)
+        self.text_cond = TextConditioning(text_dim, time_dim, cond_drop_prob)
 
         self.down1 = DownBlock(in_channels, c, time_dim, **attn)
         self.down2 = DownBlock(c, c2, time_dim, **attn)
@@ -94,16 +93,8 @@ class TextGuidedUNet(nn.Module):
     ) -> torch.Tensor:
         """x: (B, C, H, W), t: (B,), pooled: (B, D), tokens: (B, L, D), mask: (B, L) bool.
         Missing text is the null prompt: a zero pooled vector and no tokens."""
-        b = x.shape[0]
-        if pooled is None:
-            pooled = x.new_zeros(b, self.text_dim)
-        if tokens is None:
-            tokens = x.new_zeros(b, 1, self.text_dim)
-            mask = torch.zeros(b, 1, dtype=torch.bool, device=x.device)
-        keep = self.cond_dropout(b, x.device)  # a dropped prompt loses its vector and its tokens
-        pooled = pooled * keep[:, None].to(pooled.dtype)
-        mask = mask & keep[:, None]
-        cond = self.time_embed(t) + self.text_proj(pooled)  # (B, d_time), reaches every block
+        # (B, d_time): time plus pooled text, reaching every residual block
+        cond, tokens, mask = self.text_cond(self.time_embed(t), pooled, tokens, mask)
 
         skip1, h = self.down1(x, cond, tokens, mask)  # (B, c, H, W), (B, c, H/2, W/2)
         skip2, h = self.down2(h, cond, tokens, mask)  # (B, 2c, H/2, W/2), (B, 2c, H/4, W/4)

@@ -63,6 +63,35 @@ class ConditionalDropout(nn.Module):
         return torch.rand(batch_size, device=device) >= self.p
 
 
+class TextConditioning(nn.Module):
+    """Adds the prompt's projected pooled embedding to the time embedding, e_cond = e_t + W·e_text,
+    after conditional dropout. Returns e_cond and the prompt's tokens and mask, a dropped or
+    missing prompt being the null prompt: a zero pooled vector and every token masked."""
+
+    def __init__(self, text_dim: int, time_dim: int, drop_prob: float):
+        super().__init__()
+        self.text_dim = text_dim
+        self.proj = nn.Linear(text_dim, time_dim)
+        self.dropout = ConditionalDropout(drop_prob)
+
+    def forward(
+        self,
+        time_emb: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, device = time_emb.shape[0], time_emb.device
+        if pooled is None:
+            pooled = time_emb.new_zeros(b, self.text_dim)
+        if tokens is None:
+            tokens = time_emb.new_zeros(b, 1, self.text_dim)
+            mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
+        keep = self.dropout(b, device)  # a dropped prompt loses its vector and its tokens
+        cond = time_emb + self.proj(pooled * keep[:, None].to(pooled.dtype))
+        return cond, tokens, mask & keep[:, None]
+
+
 class ResBlock(nn.Module):
     """The seed's residual block: (GroupNorm → SiLU → Conv) ×2, plus the projected conditioning
     added after the second conv, plus a 1×1 conv shortcut when the width changes."""

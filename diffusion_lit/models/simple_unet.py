@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from diffusion_lit.models.layers import (
-    ConditionalDropout,
     LearnedTimeEmbedding,
     ResBlock,
+    TextConditioning,
     check_image_size,
     group_norm,
 )
@@ -34,8 +34,7 @@ class SimpleUNet(nn.Module):
         self.image_size, self.in_channels, self.text_dim = image_size, in_channels, text_dim
 
         self.time_embed = LearnedTimeEmbedding(timesteps, time_dim)
-        self.text_proj = nn.Linear(text_dim, time_dim)
-        self.cond_dropout = ConditionalDropout(cond_drop_prob)
+        self.text_cond = TextConditioning(text_dim, time_dim, cond_drop_prob)
 
         self.down1 = ResBlock(in_channels, c, time_dim)
         self.down2 = ResBlock(c, c2, time_dim)
@@ -56,11 +55,7 @@ class SimpleUNet(nn.Module):
     ) -> torch.Tensor:
         """x: (B, C, H, W), t: (B,) int64, pooled: (B, text_dim) text embedding or None (the null
         embedding, zero). The seed's simple UNet does not use the token sequence (tokens, mask)."""
-        if pooled is None:
-            pooled = x.new_zeros(x.shape[0], self.text_dim)
-        keep = self.cond_dropout(x.shape[0], x.device)  # dropped → the zero null embedding
-        text = pooled * keep[:, None].to(pooled.dtype)
-        cond = self.time_embed(t) + self.text_proj(text)  # e_cond = e_t + W_text·e_text
+        cond, _, _ = self.text_cond(self.time_embed(t), pooled)  # e_cond = e_t + W_text·e_text
 
         d1 = self.down1(x, cond)  # (B, c, H, W)
         d2 = self.down2(self.pool(d1), cond)  # (B, 2c, H/2, W/2)
