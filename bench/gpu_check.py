@@ -6,19 +6,15 @@ relative to the first row of the same run.
     python bench/gpu_check.py [extra Hydra overrides for every variant ...]
 """
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from common import LightningStepClock, StepClock, config
 
 from diffusion_lit.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED_SIZE = [
     "trainer=gpu", "data=digits", "data.image_size=56", "data.channels=3", "data.batch_size=128",
     "model.base_channels=64", "model.time_dim=128", "trainer.max_epochs=-1",
@@ -36,39 +32,14 @@ VARIANTS = {  # name: overrides
 }  # fmt: skip
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-class StepTimer(L.Callback):
-    def __init__(self, warmup: int = 10):
-        self.warmup, self.times, self.images = warmup, [], []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        sync()
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        sync()
-        if trainer.global_step > self.warmup:
-            self.times.append(time.perf_counter() - self.start)
-            self.images.append(batch[0].shape[0])
-
-
 def run(overrides: list[str], run_dir: Path) -> tuple[float, float, float]:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*SEED_SIZE, *overrides])
-    with open_dict(cfg):
-        cfg.paths.run_dir = str(run_dir)
-        cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer"}
+    cfg = config([*SEED_SIZE, *overrides, f"paths.run_dir={run_dir}"])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    metrics, objects = train(cfg)
-    timer = next(c for c in objects["trainer"].callbacks if isinstance(c, StepTimer))
-    img_per_s = statistics.median(n / t for n, t in zip(timer.images, timer.times, strict=True))
+    clock = StepClock(warmup=10)
+    metrics, _ = train(cfg, extra_callbacks=[LightningStepClock(clock)])
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
-    return img_per_s, peak, metrics.get("val/loss", float("nan"))
+    return clock.img_per_s(), peak, metrics.get("val/loss", float("nan"))
 
 
 def main() -> None:

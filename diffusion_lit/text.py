@@ -175,19 +175,15 @@ class PromptBank(nn.Module):
     def fill(self, encoder: TextEncoder, class_prompts: list[list[str]]) -> None:
         num_classes, num_templates = len(class_prompts), len(class_prompts[0])
         emb = encoder.encode([p for prompts in class_prompts for p in prompts])
-        self.pooled = emb.pooled.reshape(num_classes, num_templates, -1).to(self.pooled)
-        self.tokens = emb.tokens.reshape(num_classes, num_templates, *emb.tokens.shape[1:]).to(
-            self.tokens
-        )
-        self.mask = emb.mask.reshape(num_classes, num_templates, -1).to(self.mask.device)
+        grouped = emb.map(lambda z: z.reshape(num_classes, num_templates, *z.shape[1:]))
+        self.pooled = grouped.pooled.to(self.pooled)
+        self.tokens = grouped.tokens.to(self.tokens)
+        self.mask = grouped.mask.to(self.mask)
 
     def lookup(self, classes: torch.Tensor, templates: torch.Tensor) -> TextEmbedding:
         """The embeddings of the given (class, template) pairs."""
-        return TextEmbedding(
-            self.pooled[classes, templates],
-            self.tokens[classes, templates],
-            self.mask[classes, templates],
-        )
+        bank = TextEmbedding(self.pooled, self.tokens, self.mask)
+        return bank.map(lambda z: z[classes, templates])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The bank's shape depends on the data it was built from: take it from the checkpoint.
