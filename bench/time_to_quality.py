@@ -16,7 +16,7 @@ from omegaconf import open_dict
 
 from diffusion_lit.callbacks import averaged_module
 from diffusion_lit.evaluate import evaluate
-from diffusion_lit.evaluation import load_classifier, predict
+from diffusion_lit.evaluation import conditional_accuracy, load_classifier
 from diffusion_lit.train import train
 
 TARGET = 0.9
@@ -48,7 +48,8 @@ class Stopwatch(L.Callback):
             progress=False,
         )
         labels = torch.arange(len(images) // self.per_class).repeat_interleave(self.per_class)
-        acc = (predict(self.judge, images.cpu()) == labels).float().mean().item()
+        names = pl_module.hparams.class_names
+        acc = conditional_accuracy(self.judge, images.cpu(), labels, names)["conditional_accuracy"]
         self.rows.append((trainer.current_epoch, self.trained_seconds, acc))
         if acc >= TARGET:
             trainer.should_stop = True
