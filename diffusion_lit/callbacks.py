@@ -4,6 +4,7 @@ of the training curves."""
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
@@ -12,20 +13,46 @@ from torchvision.utils import save_image
 
 
 class AccuracyLog(L.Callback):
-    """Appends ``Epoch#<i> : Accuracy ≈ <x>`` (the epoch's train pseudo-accuracy) to a text file,
-    as the seed's training loop does. Only rank 0 writes; the value is already synced."""
+    """Writes ``Epoch#<i> : Accuracy ≈ <x>`` (the epoch's train pseudo-accuracy) per epoch to a
+    text file, as the seed's training loop does. The lines are kept in checkpoints and the file
+    is rewritten whole each epoch, so a resumed run lists every epoch exactly once. Only rank 0
+    writes; the value is already synced."""
 
     def __init__(self, path: str | Path, metric: str = "train/pseudo_acc"):
         self.path, self.metric = Path(path), metric
+        self.lines: dict[int, str] = {}
 
-    @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
             return
-        value = float(trainer.callback_metrics[self.metric])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(f"Epoch#{trainer.current_epoch} : Accuracy ≈ {value:.4f}\n")
+        value, epoch = float(trainer.callback_metrics[self.metric]), trainer.current_epoch
+        self.lines[epoch] = f"Epoch#{epoch} : Accuracy ≈ {value:.4f}"
+        if trainer.is_global_zero:
+            text = "".join(self.lines[epoch] + "\n" for epoch in sorted(self.lines))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(self.path)  # atomic: a kill mid-write leaves the previous file
+
+    def state_dict(self) -> dict:
+        return {"lines": self.lines}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.lines = dict(state_dict["lines"])
+
+
+class StepSeed(L.Callback):
+    """Seeds torch's random number generators at every training step from (seed, rank, epoch,
+    batch), so a step draws the same timesteps, noise, prompt templates and text dropout whether
+    the run went straight through or was resumed from a checkpoint (Lightning saves no RNG
+    state). Each rank gets its own stream."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        entropy = [self.seed, trainer.global_rank, trainer.current_epoch, batch_idx]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
 
 def warmup_ema(decay: float):

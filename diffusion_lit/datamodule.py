@@ -1,15 +1,21 @@
 """One LightningDataModule for every image dataset: transforms, a seeded train/val split,
 per-device batches, and the class prompts the model is conditioned on."""
 
+import os
+import warnings
 from collections.abc import Callable
 from functools import partial
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, DistributedSampler, Sampler, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import transforms as T
 
 from diffusion_lit.data import class_prompts
+
+# torchdata calls an API torch deprecated; the warning is not about anything users do
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 
 def _convert(image, mode: str):
@@ -36,6 +42,8 @@ class ImageDataModule(L.LightningDataModule):
     ``data.root`` or ``data.download`` in the config go straight to the dataset class.
 
     ``batch_size`` is the global batch: each of the trainer's devices gets an equal share.
+    The loaders are torchdata's ``StatefulDataLoader``: Lightning saves their position and
+    shuffling state in every checkpoint, so a resumed run sees the batches it would have seen.
     """
 
     def __init__(
@@ -102,19 +110,32 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self.batch_size // world
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> StatefulDataLoader:
+        return StatefulDataLoader(
             dataset,
             batch_size=self._per_device_batch(),
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=False,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+    def train_dataloader(self) -> StatefulDataLoader:
+        # A shuffle that depends only on (seed, epoch), so a resumed run sees the batches an
+        # uninterrupted one would: Lightning restores no loader state at an epoch boundary, and
+        # prefetches the first batch before it calls set_epoch, so the epoch is set here too
+        # (the same count Lightning passes). The sampler also splits the data across devices.
+        trainer = self.trainer
+        sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            shuffle=True,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # set by L.seed_everything
+        )
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer else 0)
+        return self._loader(self.train_set, sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def val_dataloader(self) -> StatefulDataLoader:
+        return self._loader(self.val_set)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanSquaredError
 
 from diffusion_lit.config import build
+from diffusion_lit.errors import UserError
 from diffusion_lit.samplers import run_sampler
 from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
 
@@ -15,6 +16,10 @@ class PseudoAccuracy(MeanSquaredError):
 
     def compute(self) -> torch.Tensor:
         return 1 - super().compute()
+
+
+class NonFiniteLoss(UserError, FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 class DiffusionModule(L.LightningModule):
@@ -48,6 +53,10 @@ class DiffusionModule(L.LightningModule):
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
+        # the epoch's running sums go into checkpoints: a run resumed mid-epoch logs the same
+        # epoch values as one that went straight through
+        self.train_loss.persistent(True)
+        self.train_acc.persistent(True)
 
     def encode_prompts(self, encoder: TextEncoder) -> None:
         """Encode every class prompt once; the result is saved with the weights."""
@@ -78,8 +87,21 @@ class DiffusionModule(L.LightningModule):
         acc_metric.update(self.schedule.predict_x0(x_t, t, noise_pred.detach()), x0)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # not called when resuming mid-epoch, where the restored sums carry on; a checkpoint
+        # from an epoch's end holds that epoch's sums, which must not
+        self.train_loss.reset()
+        self.train_acc.reset()
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.model_step(batch, self.train_loss, self.train_acc)
+        if not torch.isfinite(loss):  # before backward: the weights are still the last good ones
+            raise NonFiniteLoss(
+                f"The training loss is {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}); training stopped and checkpoints/last.ckpt holds the last "
+                "good weights. Lower optimizer.lr, set trainer.gradient_clip_val=1.0 or use "
+                "trainer.precision=32, then resume with ckpt_path=last."
+            )
         self.log("loss", loss, prog_bar=True, logger=False)  # the live per-step value
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/pseudo_acc", self.train_acc, on_step=False, on_epoch=True)

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion_lit.config import build
+from diffusion_lit.errors import report_user_errors
 from diffusion_lit.module import DiffusionModule
+from diffusion_lit.resume import check_same_model, continue_csv_log, find_checkpoint, wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -21,23 +25,30 @@ def _container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _wandb_offline_unless_logged_in(cfg: DictConfig) -> None:
-    """wandb asks for a login when it has no API key; run it offline instead of waiting."""
-    uses_wandb = any(
-        "WandbLogger" in str(c.get("_target_")) for c in (cfg.get("logger") or {}).values() if c
-    )
+def _setup_wandb(cfg: DictConfig) -> None:
+    """Gives the wandb logger its run's id (kept in the run dir, so a resumed run continues the
+    same wandb run), and runs wandb offline instead of waiting for a login when no API key is
+    set."""
+    wandb_nodes = [
+        c for c in (cfg.get("logger") or {}).values() if c and "WandbLogger" in str(c._target_)
+    ]
+    for node in wandb_nodes:
+        with open_dict(node):
+            node.id = node.get("id") or wandb_run_id(cfg.paths.run_dir)
+            node.resume = "allow"
     netrc = Path.home() / ".netrc"
     logged_in = os.environ.get("WANDB_API_KEY") or (
         netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
     )
-    if uses_wandb and not logged_in and "WANDB_MODE" not in os.environ:
+    if wandb_nodes and not logged_in and "WANDB_MODE" not in os.environ:
         log.info("No wandb API key found: logging offline (sync later with `wandb sync`).")
         os.environ["WANDB_MODE"] = "offline"
 
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict]:
-    """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run);
-    returns the final metrics and the objects it built."""
+    """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run),
+    resuming from ``cfg.ckpt_path`` when set; returns the final metrics and the objects built."""
+    checkpoint = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
     encoder = build(cfg.text_encoder)  # fails here, before any work, if unavailable
@@ -53,21 +64,31 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     )
     module.encode_prompts(encoder)
     del encoder
+    if checkpoint:
+        check_same_model(checkpoint, module.hparams)
+        log.info("Resuming from %s", checkpoint)
 
-    _wandb_offline_unless_logged_in(cfg)
+    _setup_wandb(cfg)
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks += extra_callbacks or []
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
+        if checkpoint and isinstance(logger, CSVLogger) and trainer.is_global_zero:
+            continue_csv_log(logger, _global_step(checkpoint))
         logger.log_hyperparams(_container(cfg))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 
 
+def _global_step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+
+
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     metrics, _ = train(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/loss"))  # for Hydra sweepers

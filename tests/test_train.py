@@ -133,18 +133,6 @@ def test_image_size_the_unet_cannot_take_is_refused_before_training(tiny_cfg):
         train(tiny_cfg("data.image_size=10"))
 
 
-def test_resume_from_a_checkpoint_continues_the_epochs(trained_run, tmp_path):
-    run_dir, _, _ = trained_run
-    cfg = compose_train(
-        [*TINY, "trainer.max_epochs=3", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
-        run_dir=tmp_path / "resumed",
-    )
-    _, objects = train(cfg)
-    assert objects["trainer"].current_epoch == 3
-    lines = (tmp_path / "resumed" / "accuracy_log.txt").read_text(encoding="utf-8").splitlines()
-    assert [line.split(" : ")[0] for line in lines] == ["Epoch#2"]
-
-
 @pytest.mark.parametrize("model", ["simple", "enhanced"])
 def test_flowers_train_end_to_end_in_rgb(tmp_path, model):
     from PIL import Image

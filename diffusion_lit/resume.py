@@ -1,0 +1,156 @@
+"""Resuming a run: the checkpoint ``ckpt_path=last`` means, the run directory it belongs to, a
+check that the configuration still matches it, and logs that continue where it left off.
+
+Lightning restores the weights, optimizer, EMA, loop counters, callback states and the data
+loaders' positions from the checkpoint; this module handles what lives outside it.
+"""
+
+import csv
+import secrets
+import warnings
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from diffusion_lit.errors import UserError
+
+LAST = "last"
+
+
+def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
+    """``ckpt_path`` as a file: ``last`` is the newest ``checkpoints/last.ckpt`` under
+    ``output_dir``; anything else must be an existing file."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == LAST:
+        found = sorted(Path(output_dir).glob("**/checkpoints/last.ckpt"), key=_mtime)
+        if not found:
+            raise UserError(
+                f"ckpt_path=last: no run under {output_dir}/ has checkpoints/last.ckpt; train "
+                "without ckpt_path first, or give ckpt_path=<path to a .ckpt file>."
+            )
+        return found[-1]
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(
+            f"Checkpoint {path} does not exist: pass ckpt_path=last (the newest run) or the path "
+            "of a .ckpt file, e.g. outputs/runs/<run>/checkpoints/last.ckpt."
+        )
+    return path
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint was written in (``<run>/checkpoints/x.ckpt``), if any."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def _resume_run_dir(ckpt_path: str | None, output_dir: str, new_dir: str) -> str:
+    """Hydra's run dir: the resumed run's own directory, else a new one."""
+    try:
+        checkpoint = find_checkpoint(ckpt_path, output_dir)
+    except UserError:
+        return new_dir  # train() reports it, with Hydra's logging set up
+    run_dir = checkpoint and run_dir_of(checkpoint)
+    return str(run_dir) if run_dir else new_dir
+
+
+def _config_subdir(ckpt_path: str | None, now: str) -> str:
+    """Where Hydra saves the composed config: a resumed run keeps its original ``.hydra/``."""
+    return ".hydra" if ckpt_path is None else f".hydra/resume-{now}"
+
+
+OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
+OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
+
+
+def load_hparams(checkpoint: Path) -> dict:
+    """The hyperparameters saved in a training checkpoint (memory-mapped: cheap to read)."""
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a truncated file, another format, arbitrary pickled objects
+        raise UserError(
+            f"{checkpoint} is not a readable diffusion_lit checkpoint ({type(err).__name__}); "
+            "pass a .ckpt file written by python -m diffusion_lit.train."
+        ) from err
+    if "hyper_parameters" not in ckpt or "net" not in ckpt["hyper_parameters"]:
+        raise UserError(
+            f"{checkpoint} is not a diffusion_lit checkpoint (it holds no model configuration); "
+            "pass a .ckpt file written by python -m diffusion_lit.train."
+        )
+    return ckpt["hyper_parameters"]
+
+
+# the checkpoint's hyperparameter → the config group a user sets it with
+_CONFIG_NAMES = {"net": "model", "schedule": "schedule", "text_encoder": "text_encoder"}
+
+
+def check_same_model(checkpoint: Path, hparams: dict) -> None:
+    """Fails, naming what differs, when ``checkpoint`` holds another model than ``hparams``
+    configures (its weights could not be loaded into it)."""
+    saved = load_hparams(checkpoint)
+    differences = [
+        f"{_CONFIG_NAMES[group]}.{key}: {old!r} in the checkpoint, {new!r} now"
+        for group in _CONFIG_NAMES
+        for key, old, new in _diff(saved[group], hparams[group])
+    ]
+    if saved["class_prompts"] != hparams["class_prompts"]:
+        differences.append(
+            f"data: {len(saved['class_prompts'])} classes/prompts in the checkpoint "
+            f"({saved['class_names'][:3]}…), {len(hparams['class_prompts'])} now"
+        )
+    if differences:
+        run_dir = run_dir_of(checkpoint)
+        hint = f" (listed in {run_dir}/.hydra/overrides.yaml)" if run_dir else ""
+        raise UserError(
+            f"{checkpoint} holds another model than this configuration: "
+            f"{'; '.join(differences[:4])}. Resume with the run's own overrides{hint}."
+        )
+
+
+def _diff(old: dict, new: dict, prefix: str = ""):
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            yield from _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix}{key}", a, b
+
+
+def continue_csv_log(logger, global_step: int) -> None:
+    """Makes a CSVLogger's ``metrics.csv`` continue at ``global_step``: rows logged after the
+    checkpoint by the interrupted process are dropped (the resumed run logs them again)."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        rows = [row for row in reader if int(row["step"]) < global_step]
+    with warnings.catch_warnings():  # "previous log files ... will be deleted": not so
+        warnings.simplefilter("ignore")
+        writer = logger.experiment  # Lightning's writer deletes an existing metrics.csv here
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=header)
+        out.writeheader()
+        out.writerows(rows)
+    tmp.replace(path)
+    # the writer knows no columns yet: without this it would rewrite the file with only the
+    # first new row's columns
+    writer.metrics_keys = sorted(header)
+
+
+def wandb_run_id(run_dir: str | Path) -> str:
+    """The wandb run id of a run directory, created on its first start and reused on resume."""
+    path = Path(run_dir) / "wandb_id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
