@@ -13,6 +13,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import transforms as T
 
 from diffusion_lit.data import class_prompts
+from diffusion_lit.errors import UserError
 
 # torchdata calls an API torch deprecated; the warning is not about anything users do
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
@@ -25,7 +26,7 @@ def _convert(image, mode: str):
 def image_transform(image_size: int, channels: int, hflip: bool) -> T.Compose:
     """PIL image → tensor in [-1, 1] of shape (channels, image_size, image_size)."""
     if channels not in (1, 3):
-        raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+        raise UserError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
     steps = [
         T.Lambda(partial(_convert, mode="L" if channels == 1 else "RGB")),
         T.Resize(image_size, antialias=True),
@@ -63,7 +64,7 @@ class ImageDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if not 0 < val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
+            raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
         self.dataset = partial(dataset, **dataset_kwargs)
         self.image_size, self.channels, self.hflip = image_size, channels, hflip
         self.prompt_templates = list(prompt_templates)
@@ -104,7 +105,7 @@ class ImageDataModule(L.LightningDataModule):
     def _per_device_batch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
-            raise ValueError(
+            raise UserError(
                 f"data.batch_size={self.batch_size} is not divisible by the {world} devices; "
                 f"use a multiple of {world}."
             )

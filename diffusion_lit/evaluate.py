@@ -15,6 +15,7 @@ from torch.utils.data import Subset
 from torchvision.utils import save_image
 
 from diffusion_lit.config import build
+from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.evaluation import (
     evaluate_samples,
     load_classifier,
@@ -102,12 +103,12 @@ def evaluate(cfg: DictConfig) -> dict:
         if pipe is None:
             return {"classifier_accuracy": acc, "classifier": str(path)}
     if pipe is None:
-        raise ValueError("Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true.")
+        raise UserError("Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true.")
 
     judge, meta = load_classifier(path)
     trained_on = list(pipe.module.hparams.class_names)
     if meta["classes"] != classes or trained_on != classes:
-        raise ValueError(
+        raise UserError(
             f"The judge at {path} knows classes {meta['classes']}, the data has {classes} and "
             f"the checkpoint {trained_on}: pass the data the model was trained on, and retrain "
             "the judge (train_classifier=true) if the data changed."
@@ -174,6 +175,7 @@ def report_table(r: dict) -> str:
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     return evaluate(cfg).get("conditional_accuracy")
 

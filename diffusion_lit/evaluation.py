@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.models.classifier import FeatureExtractor, ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def save_classifier(model: ImageClassifier, path: Path, meta: dict) -> None:
 def load_classifier(path: Path) -> tuple[ImageClassifier, dict]:
     weights, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not weights.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"No judge classifier at {weights}: train one first with "
             "`python -m diffusion_lit.evaluate train_classifier=true data=<the training data>`."
         )

@@ -1,6 +1,5 @@
 """The Python sampling API: load a checkpoint once, turn prompts into images."""
 
-import logging
 import re
 from pathlib import Path
 
@@ -9,11 +8,11 @@ from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
 
+from diffusion_lit.artifacts import load_module
 from diffusion_lit.config import build
+from diffusion_lit.errors import UserError
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.text import TextEmbedding, TextEncoder
-
-log = logging.getLogger(__name__)
 
 
 def slugify(prompt: str) -> str:
@@ -30,7 +29,7 @@ def resolve_device(device: str) -> torch.device:
 class TextToImage:
     """Text-to-image sampling with classifier-free guidance::
 
-        pipe = TextToImage.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")
+        pipe = TextToImage.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")  # or export
         images = pipe(["Draw a six", "Draw a one"], num_images=4, seed=0)  # (2, 4, C, H, W)
         pipe.to_pil(images)[0][0].save("six.png")
 
@@ -46,22 +45,10 @@ class TextToImage:
     def from_checkpoint(
         cls, path: str | Path, device: str = "auto", use_ema: bool = True
     ) -> "TextToImage":
-        """Loads a training checkpoint (tensors and plain values only: ``weights_only=True``).
-        ``use_ema`` picks the EMA weights (the checkpoint's ``state_dict`` when trained with the
-        EMA callback) or the raw trained weights."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"Checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt."
-            )
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        module = DiffusionModule(**ckpt["hyper_parameters"])
-        has_ema = "current_model_state" in ckpt  # Lightning's weight averaging moved raw weights
-        if use_ema and not has_ema:
-            log.info("%s holds no EMA weights; sampling with the trained weights.", path)
-        module.load_state_dict(
-            ckpt["state_dict" if use_ema or not has_ema else "current_model_state"]
-        )
+        """Loads a training checkpoint (``.ckpt``) or an export folder, without running pickled
+        code. ``use_ema`` picks a checkpoint's EMA weights (kept when trained with the EMA
+        callback) or its raw trained weights; an export holds the weights it was exported with."""
+        module = load_module(path, use_ema)
         return cls(module.to(resolve_device(device)))
 
     @property
@@ -101,9 +88,9 @@ class TextToImage:
         timesteps (default: all T). The same seed and batch size give the same images."""
         prompts = self.class_prompts if prompts is None else list(prompts)
         if not prompts:
-            raise ValueError("The prompt list is empty: give at least one prompt.")
+            raise UserError("The prompt list is empty: give at least one prompt.")
         if num_images < 1:
-            raise ValueError(f"num_images must be at least 1, got {num_images}.")
+            raise UserError(f"num_images must be at least 1, got {num_images}.")
         text = self.embed(prompts).map(lambda z: z.repeat_interleave(num_images, dim=0))
         generator = torch.Generator().manual_seed(seed)
         chunks = [
@@ -129,11 +116,17 @@ class TextToImage:
         """Writes ``<out_dir>/<slug>/000.png, …`` per prompt and ``<out_dir>/grid.png`` (a row
         per prompt); returns the grid's path."""
         out_dir = Path(out_dir)
-        for prompt, row in zip(prompts, images, strict=True):
-            prompt_dir = out_dir / slugify(prompt)
-            prompt_dir.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(row):
-                save_image(image, prompt_dir / f"{i:03d}.png")
-        grid = out_dir / "grid.png"
-        save_image(images.flatten(0, 1), grid, nrow=images.shape[1])
+        try:
+            for prompt, row in zip(prompts, images, strict=True):
+                prompt_dir = out_dir / slugify(prompt)
+                prompt_dir.mkdir(parents=True, exist_ok=True)
+                for i, image in enumerate(row):
+                    save_image(image, prompt_dir / f"{i:03d}.png")
+            grid = out_dir / "grid.png"
+            save_image(images.flatten(0, 1), grid, nrow=images.shape[1])
+        except OSError as err:
+            raise UserError(
+                f"Cannot write images to {out_dir}: {err.strerror or err}. Pass out_dir=<a "
+                "writable folder with free space>."
+            ) from err
         return grid

@@ -10,9 +10,9 @@ import secrets
 import warnings
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
+from diffusion_lit.artifacts import read_checkpoint
 from diffusion_lit.errors import UserError
 
 LAST = "last"
@@ -68,23 +68,6 @@ OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
 OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
 
 
-def load_hparams(checkpoint: Path) -> dict:
-    """The hyperparameters saved in a training checkpoint (memory-mapped: cheap to read)."""
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # a truncated file, another format, arbitrary pickled objects
-        raise UserError(
-            f"{checkpoint} is not a readable diffusion_lit checkpoint ({type(err).__name__}); "
-            "pass a .ckpt file written by python -m diffusion_lit.train."
-        ) from err
-    if "hyper_parameters" not in ckpt or "net" not in ckpt["hyper_parameters"]:
-        raise UserError(
-            f"{checkpoint} is not a diffusion_lit checkpoint (it holds no model configuration); "
-            "pass a .ckpt file written by python -m diffusion_lit.train."
-        )
-    return ckpt["hyper_parameters"]
-
-
 # the checkpoint's hyperparameter → the config group a user sets it with
 _CONFIG_NAMES = {"net": "model", "schedule": "schedule", "text_encoder": "text_encoder"}
 
@@ -92,7 +75,7 @@ _CONFIG_NAMES = {"net": "model", "schedule": "schedule", "text_encoder": "text_e
 def check_same_model(checkpoint: Path, hparams: dict) -> None:
     """Fails, naming what differs, when ``checkpoint`` holds another model than ``hparams``
     configures (its weights could not be loaded into it)."""
-    saved = load_hparams(checkpoint)
+    saved = read_checkpoint(checkpoint, mmap=True)["hyper_parameters"]
     differences = [
         f"{_CONFIG_NAMES[group]}.{key}: {old!r} in the checkpoint, {new!r} now"
         for group in _CONFIG_NAMES

@@ -11,42 +11,20 @@ A folder of runs (``outputs/``) stands for every run in it. What a missing or un
 would have told shows as ``?``."""
 
 import argparse
-import csv
 import json
-import math
-import os
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.errors import UserError, report_user_errors
+from diffusion_lit.run_dir import Run, find_runs, read_config, summarize, to_float
 
-ACCURACY_LINE = re.compile(r"Epoch#(\d+)\s*:\s*Accuracy\s*≈\s*(\S+)")
-RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")  # hydra's run and sweep dir names
 # Lightning names a second "last" in the same folder last-v1.ckpt: it is as much the last one
 LAST = re.compile(r"last(-v\d+)?\.ckpt")
 UNCOMPARED = ("paths", "hydra")  # differ in every run, or not part of the experiment
-
-
-@dataclass
-class Run:
-    """One row of ``list``; None where the file that says it is missing or unreadable."""
-
-    path: str
-    date: str  # YYYY-MM-DD HH:MM:SS, from the run dir's name or else its config's mtime
-    model: str | None
-    data: str | None
-    epochs: int | None
-    best_val_loss: float | None
-    last_accuracy: float | None  # the last line of accuracy_log.txt (train pseudo-accuracy)
-    eval: str | None  # the newest checkpoints/eval-*/ folder
-    eval_accuracy: float | None  # the judge's conditional accuracy on the samples
-    eval_fid: float | None  # FID in the judge's features
-    checkpoints: list[str]
 
 
 @dataclass
@@ -59,144 +37,6 @@ class Checkpoint:
     mode: str = "min"
     step: int = -1
     note: str = ""  # why it is kept whatever its score: "last", "unreadable, left alone", ...
-
-
-# reading a run
-
-
-def read_config(run_dir: Path) -> DictConfig | None:
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception:  # half-written or hand-edited: the run still lists, with ?
-        return None
-    return cfg if isinstance(cfg, DictConfig) else None
-
-
-def read_accuracy_log(run_dir: Path) -> list[tuple[int, float]]:
-    """``(epoch, pseudo-accuracy)`` per line of accuracy_log.txt, in file order."""
-    try:
-        text = (run_dir / "accuracy_log.txt").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    lines = (ACCURACY_LINE.match(line.strip()) for line in text.splitlines())
-    return [(int(m[1]), v) for m in lines if m and (v := to_float(m[2])) is not None]
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of the CSVLogger's logs/metrics.csv (a metric not logged in a row is '')."""
-    try:
-        with (run_dir / "logs" / "metrics.csv").open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-
-
-def read_newest_eval(run_dir: Path) -> tuple[str, dict] | None:
-    """The folder name and contents of the newest readable checkpoints/eval-*/eval.json."""
-    files = sorted(run_dir.glob("checkpoints/eval-*/eval.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(files):
-        try:
-            return path.parent.name, json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def run_date(run_dir: Path) -> str:
-    for name in (run_dir.name, run_dir.parent.name):  # <date_time>/ or <date_time>/<job number>/
-        if RUN_DATE.fullmatch(name):
-            return datetime.strptime(name, "%Y-%m-%d_%H-%M-%S").isoformat(" ")
-    config = run_dir / ".hydra" / "config.yaml"  # written once, when the run starts
-    mtime = (config if config.is_file() else run_dir).stat().st_mtime
-    return datetime.fromtimestamp(mtime).isoformat(" ", timespec="seconds")
-
-
-def class_name(target: str | None) -> str | None:
-    return target.rsplit(".", 1)[-1] if target else None
-
-
-def summarize(run_dir: Path) -> Run:
-    cfg = read_config(run_dir)
-    model = data = None
-    if cfg is not None:
-        model = class_name(OmegaConf.select(cfg, "model._target_"))
-        dataset = class_name(OmegaConf.select(cfg, "data.dataset._target_"))
-        size = OmegaConf.select(cfg, "data.image_size")
-        data = dataset and (f"{dataset} {size}px" if size is not None else dataset)
-
-    accuracy = read_accuracy_log(run_dir)
-    metrics = read_metrics(run_dir)
-    val_losses = [v for row in metrics if (v := to_float(row.get("val/loss"))) is not None]
-    if accuracy:
-        epochs = len({epoch for epoch, _ in accuracy})
-    else:
-        epochs = len({row["epoch"] for row in metrics if row.get("epoch")}) or None
-    evaluation = read_newest_eval(run_dir)
-    name, result = evaluation or (None, {})
-    return Run(
-        path=str(run_dir),
-        date=run_date(run_dir),
-        model=model,
-        data=data,
-        epochs=epochs,
-        best_val_loss=min(val_losses, default=None),
-        last_accuracy=accuracy[-1][1] if accuracy else None,
-        eval=name,
-        eval_accuracy=to_float(result.get("conditional_accuracy")),
-        eval_fid=to_float(result.get("fid")),
-        checkpoints=sorted(p.name for p in run_dir.glob("checkpoints/*.ckpt")),
-    )
-
-
-def to_float(value) -> float | None:
-    """A number from a CSV cell, a log line or JSON; None for '', text, null and NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
-# finding runs
-
-
-def is_run(path: Path) -> bool:
-    if (path / "checkpoints").is_dir() or (path / "accuracy_log.txt").is_file():
-        return True
-    cfg = read_config(path)  # evaluate and sample runs have a .hydra too, but no trainer
-    return cfg is not None and "trainer" in cfg
-
-
-def find_runs(paths: list[str]) -> list[Path]:
-    """The run dirs among ``paths`` and under them, oldest first; a run's own subfolders are
-    not searched."""
-    runs: dict[Path, Path] = {}
-    for given in map(Path, paths):
-        if not given.exists():
-            raise UserError(f"{given} does not exist: pass a run directory or a folder of runs.")
-        if not given.is_dir():
-            raise UserError(
-                f"{given} is not a directory: pass a run directory or a folder of runs."
-            )
-        found = []
-        for folder, subfolders, _ in os.walk(given):
-            folder = Path(folder)
-            if is_run(folder):
-                found.append(folder)
-                subfolders.clear()
-            else:
-                subfolders[:] = sorted(s for s in subfolders if not s.startswith("."))
-        if not found:
-            raise UserError(
-                f"No training runs under {given}: pass a run directory (one with checkpoints/, "
-                "accuracy_log.txt or .hydra/config.yaml) or a folder of them (outputs/)."
-            )
-        for run in found:
-            runs.setdefault(run.resolve(), run)
-    return sorted(runs.values(), key=lambda run: (run_date(run), str(run)))
 
 
 # tables

@@ -6,6 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from diffusion_lit.errors import report_user_errors
 from diffusion_lit.pipeline import TextToImage
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def sample(cfg: DictConfig) -> Path:
 
 
 @hydra.main(config_path="../conf", config_name="sample", version_base="1.3")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     sample(cfg)
 

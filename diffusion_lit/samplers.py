@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.schedule import NoiseSchedule
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -15,7 +16,7 @@ def spaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:
     """``steps`` evenly spaced training timesteps from 0 to T − 1, ascending (all of them if
     steps = T), as in "respacing" (Nichol & Dhariwal 2021, §4)."""
     if not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be between 1 and the schedule's T={timesteps}, got {steps}")
+        raise UserError(f"steps must be between 1 and the schedule's T={timesteps}, got {steps}")
     return torch.linspace(0, timesteps - 1, steps).round().long()
 
 
@@ -114,5 +115,5 @@ def run_sampler(
     if name == "ddim":
         return ddim_sample(eps_fn, schedule, x, steps, generator, progress, clip_x0, eta=eta)
     if name not in SAMPLERS:
-        raise ValueError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
+        raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
     return SAMPLERS[name](eps_fn, schedule, x, steps, generator, progress, clip_x0)

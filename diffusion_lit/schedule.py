@@ -5,6 +5,8 @@ import math
 import torch
 from torch import nn
 
+from diffusion_lit.errors import UserError
+
 
 def linear_beta_schedule(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02):
     """Linearly spaced β_t, the DDPM paper's schedule (Ho et al. 2020, §4)."""
@@ -42,7 +44,7 @@ class NoiseSchedule(nn.Module):
         elif kind == "cosine":
             betas = cosine_beta_schedule(timesteps, cosine_s)
         else:
-            raise ValueError(f"Unknown schedule.kind={kind!r}; choose 'linear' or 'cosine'.")
+            raise UserError(f"Unknown schedule.kind={kind!r}; choose 'linear' or 'cosine'.")
         self.timesteps, self.kind = timesteps, kind
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         for name, value in {

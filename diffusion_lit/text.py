@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from diffusion_lit.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CLIP_VOCAB_SIZE = 49408
 
 
-class TextEncoderUnavailable(RuntimeError):
+class TextEncoderUnavailable(UserError):
     """The configured text encoder's weights or tokenizer cannot be loaded."""
 
 
@@ -61,7 +63,7 @@ class TextEncoder(nn.Module):
             raise TextEncoderUnavailable(self.unavailable_message(err)) from err
         self.model.requires_grad_(False).eval()
         if self.model.config.hidden_size != dim:
-            raise ValueError(
+            raise UserError(
                 f"text_encoder.dim={dim} but {self.name_or_path} produces "
                 f"{self.model.config.hidden_size}-d embeddings; set text_encoder.dim to match."
             )
@@ -82,10 +84,10 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> TextEmbedding:
         if not prompts:
-            raise ValueError("No prompts given: pass at least one non-empty prompt.")
+            raise UserError("No prompts given: pass at least one non-empty prompt.")
         for prompt in prompts:
             if not prompt.strip():
-                raise ValueError("Empty prompt: every prompt needs some text.")
+                raise UserError("Empty prompt: every prompt needs some text.")
             if len(self.tokenizer(prompt)["input_ids"]) > self.max_length:
                 log.warning(
                     "Prompt %r is longer than %d tokens; it is truncated.", prompt, self.max_length

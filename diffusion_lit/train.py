@@ -3,6 +3,7 @@
 ``train(cfg)`` does the work (and is what tests call); ``main`` only wraps it for Hydra.
 """
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion_lit.config import build
-from diffusion_lit.errors import report_user_errors
+from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.resume import check_same_model, continue_csv_log, find_checkpoint, wandb_run_id
 
@@ -78,7 +79,16 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
             continue_csv_log(logger, _global_step(checkpoint))
         logger.log_hyperparams(_container(cfg))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"Cannot write {err.filename or 'to the run directory'}: {err.strerror}. Free some "
+            "disk space or set paths.output_dir to a writable folder, then resume with "
+            "ckpt_path=last; the checkpoints already saved are untouched."
+        ) from err
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 

@@ -7,6 +7,7 @@ from PIL import Image
 
 from diffusion_lit.data import MNIST, Digits, FlowerFolder, class_prompts
 from diffusion_lit.datamodule import ImageDataModule, image_transform
+from diffusion_lit.errors import UserError
 
 
 def write_image(path, color=(200, 30, 30), mode="RGB", size=(20, 16)):
@@ -42,15 +43,15 @@ def test_flower_classes_come_from_the_text_before_the_last_underscore(flower_dir
 
 def test_flower_file_without_underscore_is_named_in_the_error(flower_dir):
     write_image(flower_dir / "daisy.jpg")
-    with pytest.raises(ValueError, match=r"daisy\.jpg.*<class>_<index>"):
+    with pytest.raises(UserError, match=r"daisy\.jpg.*<class>_<index>"):
         FlowerFolder(flower_dir)
 
 
 def test_missing_or_empty_flower_folder_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist.*data.root"):
+    with pytest.raises(UserError, match="does not exist.*data.root"):
         FlowerFolder(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="No .jpg"):
+    with pytest.raises(UserError, match="No .jpg"):
         FlowerFolder(tmp_path / "empty")
 
 
@@ -98,7 +99,7 @@ def test_mnist_reads_idx_files_through_torchvision(tmp_path):
 
 
 def test_mnist_missing_offline_says_where_to_put_the_files(tmp_path):
-    with pytest.raises(RuntimeError, match=r"MNIST/raw.*train-images-idx3-ubyte"):
+    with pytest.raises(UserError, match=r"MNIST/raw.*train-images-idx3-ubyte"):
         MNIST(tmp_path, download=False)
 
 

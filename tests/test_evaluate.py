@@ -7,6 +7,7 @@ from torch.utils.data import Subset
 
 from diffusion_lit.data import Digits
 from diffusion_lit.datamodule import ImageDataModule
+from diffusion_lit.errors import UserError
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.evaluation import evaluate_samples, stack, train_classifier
 
@@ -84,5 +85,5 @@ def test_evaluate_without_a_judge_says_how_to_train_one(trained_run, tmp_path):
         cfg = compose("evaluate", overrides=[
             f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"classifier.dir={tmp_path}",
         ])  # fmt: skip
-    with pytest.raises(FileNotFoundError, match="train_classifier=true"):
+    with pytest.raises(UserError, match="train_classifier=true"):
         evaluate(cfg)

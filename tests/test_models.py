@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.models import SimpleUNet, TextGuidedUNet
 from diffusion_lit.models.layers import ConditionalDropout
 
@@ -108,7 +109,7 @@ def test_every_parameter_gets_a_gradient(cls):
 
 @pytest.mark.parametrize("cls", UNETS)
 def test_image_size_not_divisible_by_4_is_refused_with_a_fix(cls):
-    with pytest.raises(ValueError, match=r"image_size=30 .*multiple of 4"):
+    with pytest.raises(UserError, match=r"image_size=30 .*multiple of 4"):
         tiny(cls, image_size=30)
 
 

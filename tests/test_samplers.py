@@ -5,6 +5,7 @@ it must give back μ and s. No network is involved, so this checks the sampler m
 import pytest
 import torch
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.samplers import run_sampler, spaced_timesteps
 from diffusion_lit.schedule import NoiseSchedule
 
@@ -62,7 +63,7 @@ def test_deterministic_samplers_ignore_the_seed_after_the_start():
 
 
 def test_unknown_sampler_is_refused():
-    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp_2m"):
+    with pytest.raises(UserError, match="ddpm, ddim, dpmpp_2m"):
         run_sampler("euler", optimal_eps, SCHEDULE, torch.zeros(1, 1))
 
 
@@ -70,5 +71,5 @@ def test_spaced_timesteps():
     assert spaced_timesteps(1000, 1000).tolist() == list(range(1000))
     taus = spaced_timesteps(1000, 50)
     assert len(taus) == 50 and taus[0] == 0 and taus[-1] == 999
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(UserError, match="steps"):
         spaced_timesteps(10, 11)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.schedule import NoiseSchedule
 
 
@@ -31,5 +32,5 @@ def test_add_noise_then_predict_x0_round_trips():
 
 
 def test_unknown_schedule_is_refused():
-    with pytest.raises(ValueError, match="schedule.kind"):
+    with pytest.raises(UserError, match="schedule.kind"):
         NoiseSchedule(10, "quadratic")

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.text import (
     CLIP_VOCAB_SIZE,
     CLIPEncoder,
@@ -47,7 +48,7 @@ def test_long_prompt_is_truncated_with_a_warning(minilm, caplog):
 
 @pytest.mark.parametrize("prompts", [[], ["  "]])
 def test_empty_prompts_are_refused(minilm, prompts):
-    with pytest.raises(ValueError, match="prompt"):
+    with pytest.raises(UserError, match="prompt"):
         minilm.encode(prompts)
 
 
@@ -73,7 +74,7 @@ def test_clip_unavailable_offline_points_at_minilm():
 
 
 def test_wrong_dim_is_refused():
-    with pytest.raises(ValueError, match="text_encoder.dim"):
+    with pytest.raises(UserError, match="text_encoder.dim"):
         MiniLMEncoder(dim=512)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from diffusion_lit.errors import UserError
 from diffusion_lit.pipeline import TextToImage, slugify
 from diffusion_lit.sample import sample
 from diffusion_lit.text import TextEncoderUnavailable
@@ -95,12 +96,26 @@ def test_python_api_is_reproducible_and_takes_free_form_prompts(trained_run):
     assert a.shape == (2, 2, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert pipe.to_pil(a)[1][0].size == (8, 8)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(UserError, match="empty"):
         pipe([], steps=2)
 
 
+@pytest.mark.parametrize(
+    ("sampler", "eta"), [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", 0.0)]
+)
+def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta):
+    ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
+    runs = [
+        TextToImage.from_checkpoint(ckpt, device="cpu")(
+            None, num_images=3, sampler=sampler, steps=8, eta=eta, seed=7, progress=False
+        )
+        for _ in range(2)  # two separate loads of the checkpoint
+    ]
+    assert torch.equal(runs[0], runs[1])
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ckpt_path="):
+    with pytest.raises(UserError, match="ckpt_path="):
         TextToImage.from_checkpoint(tmp_path / "nope.ckpt")
 
 
@@ -129,7 +144,7 @@ def test_clip_unavailable_stops_training_before_any_work(tiny_cfg):
 
 
 def test_image_size_the_unet_cannot_take_is_refused_before_training(tiny_cfg):
-    with pytest.raises(ValueError, match=r"image_size=10 .*data.image_size"):
+    with pytest.raises(UserError, match=r"image_size=10 .*data.image_size"):
         train(tiny_cfg("data.image_size=10"))
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
+from diffusion_lit.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -23,7 +25,7 @@ class FlowerFolder(Dataset):
     def __init__(self, root: str | Path, transform: Callable | None = None):
         self.root, self.transform = Path(root), transform
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise UserError(
                 f"Image folder {self.root} does not exist: set data.root to a folder of "
                 "<class>_<index>.jpg files."
             )
@@ -31,7 +33,7 @@ class FlowerFolder(Dataset):
             p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not self.files:
-            raise FileNotFoundError(
+            raise UserError(
                 f"No .jpg/.jpeg/.png images in {self.root}: set data.root to a folder of "
                 "<class>_<index>.jpg files."
             )
@@ -44,7 +46,7 @@ class FlowerFolder(Dataset):
     def class_of(path: Path) -> str:
         name, sep, _ = path.stem.rpartition("_")
         if not sep or not name:
-            raise ValueError(
+            raise UserError(
                 f"{path}: file names must look like <class>_<index>{path.suffix} (e.g. "
                 f"tulip_0001{path.suffix}); rename it or move it out of the folder."
             )
@@ -65,4 +67,4 @@ class FlowerFolder(Dataset):
             if self.transform is not None:
                 image = self.transform(image)
             return image, self.targets[i]
-        raise RuntimeError(f"None of the {len(self.files)} images in {self.root} can be read.")
+        raise UserError(f"None of the {len(self.files)} images in {self.root} can be read.")

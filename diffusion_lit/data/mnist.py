@@ -5,12 +5,13 @@ from pathlib import Path
 from torchvision import datasets
 
 from diffusion_lit.data.digits import DIGIT_NAMES
+from diffusion_lit.errors import UserError
 
 
-def _missing_files_error(cls, root: Path, err: Exception) -> RuntimeError:
+def _missing_files_error(cls, root: Path, err: Exception) -> UserError:
     raw = Path(root) / cls.__name__ / "raw"
     files = ", ".join(Path(url).name.removesuffix(".gz") for url, _ in cls.resources)
-    return RuntimeError(
+    return UserError(
         f"{cls.__name__} is not under {raw} and could not be downloaded ({err}). Put the "
         f"uncompressed idx files ({files}) in {raw}, or run with network access and "
         "data.download=true."

@@ -1,10 +1,12 @@
 """Class names → text prompts."""
 
+from diffusion_lit.errors import UserError
+
 
 def class_prompts(class_names: list[str], templates: list[str]) -> list[list[str]]:
     """One prompt per (class, template). Templates use ``{name}`` ("Draw a {name}" → "Draw a
     six") or ``{Name}`` for the capitalised name ("{Name}" → "Orchids")."""
     if not templates:
-        raise ValueError("data.prompt_templates is empty: give at least one, e.g. 'Draw a {name}'.")
+        raise UserError("data.prompt_templates is empty: give at least one, e.g. 'Draw a {name}'.")
     names = [n.replace("_", " ") for n in class_names]
     return [[t.format(name=n, Name=n[:1].upper() + n[1:]) for t in templates] for n in names]

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lit.errors import UserError
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 8 groups that divides ``channels`` (so 1- and 3-channel inputs work)."""
@@ -32,7 +34,7 @@ class SinusoidalTimeEmbedding(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         if dim % 2:
-            raise ValueError(f"time_dim must be even for sin/cos pairs, got {dim}")
+            raise UserError(f"time_dim must be even for sin/cos pairs, got {dim}")
         freqs = 10000 ** (-torch.arange(dim // 2, dtype=torch.float64) * 2 / dim)
         self.register_buffer("freqs", freqs.float(), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
@@ -54,7 +56,7 @@ class ConditionalDropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"cond_drop_prob must be in [0, 1), got {p}")
+            raise UserError(f"cond_drop_prob must be in [0, 1), got {p}")
         self.p = p
 
     def forward(self, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -155,7 +157,7 @@ class Attention(nn.Module):
     def __init__(self, channels: int, heads: int = 4, context_dim: int | None = None):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention_heads={heads} must divide the width {channels}")
+            raise UserError(f"attention_heads={heads} must divide the width {channels}")
         self.heads, self.cross = heads, context_dim is not None
         self.norm = group_norm(channels)
         self.to_q = nn.Linear(channels, channels)
@@ -193,7 +195,7 @@ class Attention(nn.Module):
 def check_image_size(image_size: int, factor: int) -> None:
     """Fail early with a fix when the UNet's down/up path cannot round-trip ``image_size``."""
     if image_size <= 0 or image_size % factor:
-        raise ValueError(
+        raise UserError(
             f"image_size={image_size} is not divisible by {factor}: the UNet halves the image "
             f"{int(math.log2(factor))} times. Set data.image_size to a multiple of {factor} "
             f"(e.g. {max(factor, round(image_size / factor) * factor)})."
