@@ -13,7 +13,7 @@ from pathlib import Path
 from common import OUT, ROOT, SMOKE, record
 from hydra import compose, initialize_config_dir
 
-from diffusion_lit.evaluate import evaluate
+from diffusion_lit.evaluate import classifier_path, evaluate
 
 ARGS = [a for a in sys.argv[1:] if a != "--smoke"]
 CASES = [("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("dpmpp_2m", 20), ("dpmpp_2m", 10)]
@@ -43,11 +43,9 @@ def main() -> None:
                 f"images_per_class={n}", "data.num_workers=0",
                 f"out_dir={OUT / 'eval' / sampler}{steps}", *judge_dir, *overrides,
             ])  # fmt: skip
-        try:
-            r = evaluate(cfg)
-        except FileNotFoundError:  # no judge cached yet: train it once, then evaluate
-            cfg.train_classifier = True
-            r = evaluate(cfg)
+        # no judge cached yet: train it once, then evaluate
+        cfg.train_classifier = not classifier_path(cfg).with_suffix(".safetensors").is_file()
+        r = evaluate(cfg)
         base = base or r["images_per_second"]
         rows.append(f"| {sampler} | {steps} | {r['images_per_second']:.1f} "
                     f"| {r['images_per_second'] / base:.1f} | {r['conditional_accuracy']:.1%} "

@@ -116,7 +116,7 @@ def compare_table(run_dirs: list[Path]) -> str:
 # pruning
 
 
-def read_checkpoint(path: Path) -> Checkpoint:
+def scored_checkpoint(path: Path) -> Checkpoint:
     try:  # mmap: only the few small entries read here come off the disk
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # truncated, foreign or still being written: never deleted
@@ -165,7 +165,7 @@ def prune_plan(run_dir: Path, keep: int) -> tuple[list[Checkpoint], list[Checkpo
         for p in files
         if p.resolve() in pinned
     ]
-    candidates = [read_checkpoint(p) for p in files if p.resolve() not in pinned]
+    candidates = [scored_checkpoint(p) for p in files if p.resolve() not in pinned]
     ranked = rank([c for c in candidates if not c.note])
     kept += [c for c in candidates if c.note] + ranked[:keep]
     return kept, ranked[keep:]

@@ -179,3 +179,20 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monk
     monkeypatch.undo()
     assert load(path) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(tiny_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_cfg("logger=wandb", "trainer.max_epochs=1", "~callbacks.sample_grid")
+    train(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    train(
+        tiny_cfg(
+            "logger=wandb", "trainer.max_epochs=2", "~callbacks.sample_grid", f"ckpt_path={last}"
+        )
+    )
+    assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert runs and all(r.name.endswith(f"-{run_id}") for r in runs)  # no second wandb run

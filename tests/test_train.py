@@ -53,6 +53,7 @@ def test_overfitting_one_batch_drives_the_loss_down(tiny_cfg):
         "trainer.max_epochs=150",
         "optimizer.lr=5e-3",
         "~callbacks.model_checkpoint",
+        "~callbacks.last_checkpoint",
     )
     train(cfg)
     rows = read_csv(cfg.paths.run_dir / Path("logs/metrics.csv"))
