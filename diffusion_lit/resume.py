@@ -12,7 +12,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from diffusion_lit.artifacts import read_checkpoint
 from diffusion_lit.errors import UserError
 
 LAST = "last"
@@ -72,10 +71,9 @@ OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
 _CONFIG_NAMES = {"net": "model", "schedule": "schedule", "text_encoder": "text_encoder"}
 
 
-def check_same_model(checkpoint: Path, hparams: dict) -> None:
-    """Fails, naming what differs, when ``checkpoint`` holds another model than ``hparams``
-    configures (its weights could not be loaded into it)."""
-    saved = read_checkpoint(checkpoint, mmap=True)["hyper_parameters"]
+def check_same_model(checkpoint: Path, saved: dict, hparams: dict) -> None:
+    """Fails, naming what differs, when the hyperparameters ``saved`` in ``checkpoint`` describe
+    another model than ``hparams`` (its weights could not be loaded into it)."""
     differences = [
         f"{_CONFIG_NAMES[group]}.{key}: {old!r} in the checkpoint, {new!r} now"
         for group in _CONFIG_NAMES

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from diffusion_lit.artifacts import read_checkpoint
 from diffusion_lit.config import build
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
@@ -50,6 +50,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run),
     resuming from ``cfg.ckpt_path`` when set; returns the final metrics and the objects built."""
     checkpoint = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    resumed = read_checkpoint(checkpoint, mmap=True) if checkpoint else None
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
     encoder = build(cfg.text_encoder)  # fails here, before any work, if unavailable
@@ -65,9 +66,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     )
     module.encode_prompts(encoder)
     del encoder
-    if checkpoint:
-        check_same_model(checkpoint, module.hparams)
-        log.info("Resuming from %s", checkpoint)
+    if resumed:
+        check_same_model(checkpoint, resumed["hyper_parameters"], module.hparams)
+        log.info("Resuming from %s (step %d)", checkpoint, resumed["global_step"])
 
     _setup_wandb(cfg)
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -75,8 +76,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     callbacks += extra_callbacks or []
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
-        if checkpoint and isinstance(logger, CSVLogger) and trainer.is_global_zero:
-            continue_csv_log(logger, _global_step(checkpoint))
+        if resumed and isinstance(logger, CSVLogger) and trainer.is_global_zero:
+            continue_csv_log(logger, resumed["global_step"])
         logger.log_hyperparams(_container(cfg))
 
     try:
@@ -91,10 +92,6 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         ) from err
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
-
-
-def _global_step(checkpoint: Path) -> int:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
