@@ -43,8 +43,9 @@ class ImageDataModule(L.LightningDataModule):
     ``data.root`` or ``data.download`` in the config go straight to the dataset class.
 
     ``batch_size`` is the global batch: each of the trainer's devices gets an equal share.
-    The loaders are torchdata's ``StatefulDataLoader``: Lightning saves their position and
-    shuffling state in every checkpoint, so a resumed run sees the batches it would have seen.
+    The training order depends only on (seed, epoch), and the loaders are torchdata's
+    ``StatefulDataLoader``, whose position inside an epoch Lightning saves in checkpoints: a
+    resumed run sees the batches it would have seen.
     """
 
     def __init__(

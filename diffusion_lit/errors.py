@@ -1,10 +1,7 @@
 """Bad input from the user, and how the command-line tools report it."""
 
 import functools
-import logging
 import sys
-
-log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
