@@ -10,7 +10,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion_lit.artifacts import read_checkpoint
@@ -90,6 +90,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
             "disk space or set paths.output_dir to a writable folder, then resume with "
             "ckpt_path=last; the checkpoints already saved are untouched."
         ) from err
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
+
+            wandb.finish()  # Lightning leaves the run open: the next train() would reuse it
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 

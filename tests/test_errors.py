@@ -2,6 +2,7 @@
 traceback, and nothing already saved lost."""
 
 import errno
+import logging
 import os
 import sys
 
@@ -13,6 +14,15 @@ from diffusion_lit import sample, train
 from diffusion_lit.data import FlowerFolder
 
 from conftest import CONF_DIR, TINY
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Hydra points the root logger at this test's captured streams; later tests must not log
+    to them once they are closed."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:], logging.root.level = handlers, level
 
 
 def run_cli(main, args, monkeypatch, capsys) -> tuple[int, str]:
