@@ -39,8 +39,8 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/time_to_quality.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check diffusion_lit tests
-	$(BIN)/ruff format --check diffusion_lit tests
+	$(BIN)/ruff check diffusion_lit tests bench
+	$(BIN)/ruff format --check diffusion_lit tests bench
 
 # Debian's Fashion-MNIST idx files, unpacked where data=fashion_mnist reads them offline
 fashion-mnist:
