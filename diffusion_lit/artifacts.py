@@ -55,7 +55,11 @@ def load_module(path: str | Path, use_ema: bool = True) -> DiffusionModule:
 
 
 def _load_checkpoint(path: Path, use_ema: bool) -> DiffusionModule:
-    ckpt = read_checkpoint(path)
+    return module_from_checkpoint(read_checkpoint(path), use_ema, path)
+
+
+def module_from_checkpoint(ckpt: dict, use_ema: bool, path: Path) -> DiffusionModule:
+    """The model in a checkpoint already read by :func:`read_checkpoint` (from ``path``)."""
     module = DiffusionModule(**ckpt["hyper_parameters"])
     has_ema = "current_model_state" in ckpt  # Lightning's weight averaging moved the raw weights
     if use_ema and not has_ema:

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from diffusion_lit.artifacts import load_module, read_checkpoint, save_export
+from diffusion_lit.artifacts import module_from_checkpoint, read_checkpoint, save_export
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.resume import run_dir_of
@@ -32,8 +32,8 @@ def default_out_dir(ckpt_path: Path, use_ema: bool) -> Path:
 def export(cfg: DictConfig) -> Path:
     """Writes the export folder (built aside, then renamed into place); returns its path."""
     ckpt_path = Path(cfg.ckpt_path)
-    ckpt = read_checkpoint(ckpt_path, mmap=True)
-    module = load_module(ckpt_path, cfg.use_ema)
+    ckpt = read_checkpoint(ckpt_path)
+    module = module_from_checkpoint(ckpt, cfg.use_ema, ckpt_path)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(ckpt_path, cfg.use_ema)
     if out_dir.exists() and not cfg.overwrite:
         raise UserError(f"{out_dir} already exists: pass overwrite=true or another out_dir=.")
