@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from common import OUT, SMOKE, LightningStepClock, StepClock, config, record
 
 from diffusion_lit.config import build
+from diffusion_lit.schedule import NoiseSchedule
 from diffusion_lit.train import train
 
 CPU = not torch.cuda.is_available()
@@ -58,7 +59,7 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
     net.to(memory_format=fmt)
     if cfg.compile:
         net.compile()
-    schedule = build(cfg.schedule).to(device)
+    schedule = NoiseSchedule(**cfg.schedule).to(device)
     optimizer = build(cfg.optimizer)(params=net.parameters())
     clock = StepClock(WARMUP)
     batches = iter(datamodule.train_dataloader())

@@ -17,6 +17,7 @@ from omegaconf import open_dict
 from diffusion_lit.callbacks import averaged_module
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.evaluation import conditional_accuracy, load_classifier
+from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.train import train
 
 TARGET = 0.9
@@ -38,18 +39,12 @@ class Stopwatch(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.trained_seconds += time.perf_counter() - self.t0
-        module = averaged_module(trainer, pl_module)
-        images = module.generate(
-            module.class_grid_text(self.per_class),
-            3.0,
-            "ddpm",
-            self.steps,
-            generator=torch.Generator().manual_seed(0),
-            progress=False,
-        )
-        labels = torch.arange(len(images) // self.per_class).repeat_interleave(self.per_class)
+        pipe = TextToImage(averaged_module(trainer, pl_module))
+        images = pipe(None, num_images=self.per_class, steps=self.steps, progress=False)
+        labels = torch.arange(len(images)).repeat_interleave(self.per_class)
+        samples = images.flatten(0, 1) * 2 - 1  # the judge takes [−1, 1]
         names = pl_module.hparams.class_names
-        acc = conditional_accuracy(self.judge, images.cpu(), labels, names)["conditional_accuracy"]
+        acc = conditional_accuracy(self.judge, samples, labels, names)["conditional_accuracy"]
         self.rows.append((trainer.current_epoch, self.trained_seconds, acc))
         if acc >= TARGET:
             trainer.should_stop = True

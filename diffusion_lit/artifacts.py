@@ -1,9 +1,13 @@
-"""A trained model on disk, in either of its two forms, loaded without running pickled code:
+"""A trained model on disk, in either of its two forms, loaded as data only:
 
-- a training checkpoint (``.ckpt``): read with ``torch.load(weights_only=True)``;
-- an export folder (``python -m diffusion_lit.export``): ``config.json`` for the architecture,
+- a training checkpoint (``.ckpt``): read with ``torch.load(weights_only=True)``, which unpickles
+  tensors and plain containers only;
+- an export folder (``python -m diffusion_lit.export``): ``config.json`` for the model spec,
   ``model.safetensors`` for the UNet weights and ``prompts.safetensors`` for the encoded class
   prompts.
+
+Either way the model is rebuilt from its spec through :mod:`diffusion_lit.spec`'s fixed table of
+this project's classes: nothing a file names is imported or called.
 """
 
 import json
@@ -13,8 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffusion_lit.errors import UserError
+from diffusion_lit.errors import UserError, first_line
 from diffusion_lit.module import DiffusionModule
+from diffusion_lit.spec import SPEC_VERSION, read_spec
 
 log = logging.getLogger(__name__)
 
@@ -23,26 +28,33 @@ CONFIG, WEIGHTS, PROMPTS = "config.json", "model.safetensors", "prompts.safetens
 
 
 def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
-    """A training checkpoint's contents (tensors and plain values only); fails clearly for a
-    missing, truncated or foreign file."""
+    """A training checkpoint's contents (tensors and plain values only), its model spec checked
+    and in the current format; fails with one line for a missing, empty, truncated or foreign
+    file and for a spec that names anything outside this project's components."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
-            f"Checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt "
-            "or an export folder."
+            f"Checkpoint {path} does not exist or is not a file: pass ckpt_path=<run dir>/"
+            "checkpoints/last.ckpt or an export folder."
+        )
+    if path.stat().st_size == 0:
+        raise UserError(
+            f"Checkpoint {path} is empty (0 bytes), perhaps from a full disk or an interrupted "
+            "copy: pass another checkpoint, e.g. <run dir>/checkpoints/last.ckpt."
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # truncated, another format, or pickled code weights_only refuses
         raise UserError(
             f"{path} is not a readable diffusion_lit checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120]}); pass a .ckpt written by diffusion_lit.train."
+            f"{first_line(err)}); pass a .ckpt written by python -m diffusion_lit.train."
         ) from err
-    if not isinstance(ckpt, dict) or "net" not in ckpt.get("hyper_parameters", {}):
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise UserError(
-            f"{path} is not a diffusion_lit checkpoint (it holds no model configuration); pass "
-            "a .ckpt written by python -m diffusion_lit.train or an export folder."
+            f"{path} is not a diffusion_lit checkpoint (it holds no weights); pass a .ckpt "
+            "written by python -m diffusion_lit.train or an export folder."
         )
+    ckpt["hyper_parameters"] = read_spec(ckpt.get("hyper_parameters"), str(path))
     return ckpt
 
 
@@ -60,14 +72,14 @@ def _load_checkpoint(path: Path, use_ema: bool) -> DiffusionModule:
 
 def module_from_checkpoint(ckpt: dict, use_ema: bool, path: Path) -> DiffusionModule:
     """The model in a checkpoint already read by :func:`read_checkpoint` (from ``path``)."""
-    module = DiffusionModule(**ckpt["hyper_parameters"])
+    module = DiffusionModule(ckpt["hyper_parameters"])
     has_ema = "current_model_state" in ckpt  # Lightning's weight averaging moved the raw weights
     if use_ema and not has_ema:
         log.info("%s holds no EMA weights; using the trained weights.", path)
     state = ckpt["state_dict"] if use_ema or not has_ema else ckpt["current_model_state"]
     load_weights(module.net, _strip(state, "net."), f"{path} (net)")
     module.prompts.load_state_dict(_strip(state, "prompts."))
-    return module
+    return module.eval()
 
 
 def _strip(state: dict, prefix: str) -> dict:
@@ -103,14 +115,13 @@ def load_weights(net: torch.nn.Module, state: dict, source: str) -> None:
 
 def save_export(module: DiffusionModule, out_dir: Path, extra: dict) -> None:
     """Writes the export files of ``module`` into ``out_dir`` (which must exist)."""
-    hparams = dict(module.hparams) | {"channels_last": False, "compile": False}
     config = {
         "format": EXPORT_FORMAT,
-        "version": 1,
+        "version": SPEC_VERSION,
         "image_size": module.net.image_size,
         "channels": module.net.in_channels,
         **extra,
-        "hyper_parameters": hparams,
+        "spec": dict(module.hparams),
     }
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in module.net.state_dict().items()}
@@ -126,10 +137,19 @@ def _load_export(path: Path) -> DiffusionModule:
             f"{path} is not a diffusion_lit export: it needs {', '.join(f.name for f in files)}; "
             "write one with python -m diffusion_lit.export ckpt_path=<ckpt> out_dir=<dir>."
         )
-    config = json.loads(files[0].read_text())
-    if config.get("format") != EXPORT_FORMAT:
+    try:
+        config = json.loads(files[0].read_text(encoding="utf-8"))
+        weights, prompts = load_file(files[1]), load_file(files[2])
+    except (ValueError, OSError) as err:  # not JSON / not safetensors / unreadable
+        raise UserError(
+            f"{path} is not a readable diffusion_lit export ({type(err).__name__}: "
+            f"{first_line(err)}); export the checkpoint again."
+        ) from err
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise UserError(f"{files[0]} is not a diffusion_lit export config (no format field).")
-    module = DiffusionModule(**config["hyper_parameters"])
-    load_weights(module.net, load_file(files[1]), str(files[1]))
-    module.prompts.load_state_dict(load_file(files[2]))
-    return module
+    # format 1 kept the spec, in its own format, under hyper_parameters
+    spec = config.get("spec") if config.get("version") != 1 else config.get("hyper_parameters")
+    module = DiffusionModule(read_spec(spec, str(files[0])))
+    load_weights(module.net, weights, str(files[1]))
+    module.prompts.load_state_dict(prompts)
+    return module.eval()

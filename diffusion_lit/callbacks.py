@@ -4,12 +4,12 @@ of the training curves."""
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torchvision.utils import save_image
+
+from diffusion_lit.pipeline import write_class_grid
 
 
 class AccuracyLog(L.Callback):
@@ -39,20 +39,6 @@ class AccuracyLog(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.lines = dict(state_dict["lines"])
-
-
-class StepSeed(L.Callback):
-    """Seeds torch's random number generators at every training step from (seed, rank, epoch,
-    batch), so a step draws the same timesteps, noise, prompt templates and text dropout whether
-    the run went straight through or was resumed from a checkpoint (Lightning saves no RNG
-    state). Each rank gets its own stream."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        entropy = [self.seed, trainer.global_rank, trainer.current_epoch, batch_idx]
-        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
 
 def warmup_ema(decay: float):
@@ -115,18 +101,15 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path:
-        module = averaged_module(trainer, pl_module)
-        images = module.generate(
-            module.class_grid_text(self.num_per_class),
-            self.guidance_scale,
+        path = write_class_grid(
+            averaged_module(trainer, pl_module),
+            self.out_dir / name,
+            self.num_per_class,
             self.sampler,
-            min(self.steps, module.schedule.timesteps),
-            generator=torch.Generator().manual_seed(self.seed),
-            progress=False,
+            self.steps,
+            self.guidance_scale,
+            self.seed,
         )
-        path = self.out_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image((images.float() + 1) / 2, path, nrow=self.num_per_class)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("samples", [str(path)], step=trainer.global_step)

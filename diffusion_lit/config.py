@@ -1,7 +1,10 @@
-"""Building objects from Hydra config nodes."""
+"""Building objects from Hydra config nodes, and the model spec a training config describes."""
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from diffusion_lit.spec import SPEC_VERSION, kind_of
 
 
 def build(node, **kwargs):
@@ -13,3 +16,25 @@ def build(node, **kwargs):
         if err.__cause__ is None:
             raise
         raise err.__cause__ from None
+
+
+def component_spec(node: DictConfig, group: str) -> dict:
+    """A config node with ``_target_`` as spec data: the class's name in the spec table
+    (``diffusion_lit.models.SimpleUNet`` → ``kind: simple``) and its plain arguments. A class
+    outside the table trains, and its checkpoints record the import path, which loading refuses
+    until the class is added to the table."""
+    args = OmegaConf.to_container(node, resolve=True)
+    target = args.pop("_target_")
+    return {"kind": kind_of(get_class(target), group) or target} | args
+
+
+def model_spec(cfg: DictConfig, class_names: list[str], class_prompts: list[list[str]]) -> dict:
+    """The model a training config describes, as the plain data its checkpoints hold."""
+    return {
+        "version": SPEC_VERSION,
+        "net": component_spec(cfg.model, "net"),
+        "schedule": OmegaConf.to_container(cfg.schedule, resolve=True),
+        "text_encoder": component_spec(cfg.text_encoder, "text_encoder"),
+        "class_names": list(class_names),
+        "class_prompts": [list(p) for p in class_prompts],
+    }

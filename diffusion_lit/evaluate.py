@@ -12,7 +12,6 @@ import hydra
 import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import Subset
-from torchvision.utils import save_image
 
 from diffusion_lit.config import build
 from diffusion_lit.errors import UserError, report_user_errors
@@ -24,7 +23,7 @@ from diffusion_lit.evaluation import (
     timed,
     train_classifier,
 )
-from diffusion_lit.pipeline import TextToImage
+from diffusion_lit.pipeline import TextToImage, save_grid
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ def evaluate(cfg: DictConfig) -> dict:
 def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    save_image(images[:, :8].flatten(0, 1), out_dir / "grid.png", nrow=min(8, images.shape[1]))
+    save_grid(images[:, :8], out_dir / "grid.png")
     table = report_table(result)
     per_class = ", ".join(f"{k} {v:.0%}" for k, v in result["per_class_accuracy"].items())
     (out_dir / "eval.md").write_text(

@@ -12,13 +12,12 @@ import tempfile
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 
 from diffusion_lit.artifacts import module_from_checkpoint, read_checkpoint, save_export
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
+from diffusion_lit.pipeline import write_class_grid
 from diffusion_lit.resume import run_dir_of
 from diffusion_lit.run_dir import read_config, read_newest_eval, summarize
 
@@ -88,25 +87,18 @@ def sample_grid(module: DiffusionModule, ckpt_path: Path, path: Path, steps: int
     if existing:
         shutil.copyfile(existing[-1], path)
         return f"copied from `{existing[-1]}`"
-    images = module.generate(
-        module.class_grid_text(4),
-        sampler="ddpm",
-        steps=min(steps, module.schedule.timesteps),
-        generator=torch.Generator().manual_seed(0),
-        progress=False,
-    )
-    save_image((images.float() + 1) / 2, path, nrow=4)
+    write_class_grid(module, path, num_per_class=4, steps=steps)
     return f"sampled at export: DDPM, {steps} steps, guidance 3, seed 0"
 
 
 def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str) -> str:
     hp = module.hparams
-    net, encoder = hp.net["_target_"].rsplit(".", 1)[-1], hp.text_encoder["_target_"]
+    net, encoder = hp.net["kind"], hp.text_encoder["kind"]
     size, channels = module.net.image_size, module.net.in_channels
     params = sum(p.numel() for p in module.net.parameters())
     prompt = hp.class_prompts[0][0]
     lines = [
-        f"# diffusion_lit {net}: {len(hp.class_names)} classes, {size}×{size}×{channels}",
+        f"# diffusion_lit {net} UNet: {len(hp.class_names)} classes, {size}×{size}×{channels}",
         "",
         "A text-conditioned DDPM (noise prediction, classifier-free guidance) trained with "
         f"diffusion_lit. {params / 1e6:.2f} M parameters; "
@@ -127,8 +119,7 @@ def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str
         "",
         "## Model",
         "",
-        f"- UNet `{hp.net['_target_']}`: "
-        + ", ".join(f"{k}={v}" for k, v in hp.net.items() if k != "_target_"),
+        f"- UNet `{net}`: " + ", ".join(f"{k}={v}" for k, v in hp.net.items() if k != "kind"),
         f"- Noise schedule: {hp.schedule['kind']}, T={hp.schedule['timesteps']}",
         f"- Text encoder `{encoder}` ({hp.text_encoder.get('name_or_path') or 'bundled'})",
         "- Class prompts: "

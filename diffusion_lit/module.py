@@ -1,14 +1,20 @@
 """The LightningModule: the seed's DDPM training step, its metrics, the optimizer, and sampling."""
 
+from collections.abc import Callable
+
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import MeanSquaredError
 
-from diffusion_lit.config import build
 from diffusion_lit.errors import UserError
 from diffusion_lit.samplers import run_sampler
+from diffusion_lit.spec import build_component
 from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
+
+EPOCH_METRICS = ("train_loss", "train_acc")
 
 
 class PseudoAccuracy(MeanSquaredError):
@@ -22,50 +28,58 @@ class NonFiniteLoss(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+NO_STEP = 2**62  # "no non-finite loss yet", larger than any step
+
+
 class DiffusionModule(L.LightningModule):
     """A noise-prediction network trained with the DDPM objective, conditioned on class prompts.
 
-    ``net``, ``schedule`` and ``optimizer`` are Hydra configs (dicts with ``_target_``), saved as
-    hyperparameters with ``text_encoder`` and the class prompts, so a checkpoint rebuilds the
-    model on its own. The encoded prompts are buffers in ``self.prompts``.
+    ``spec`` is the model as plain data (:mod:`diffusion_lit.spec`): the UNet, noise schedule and
+    text encoder kinds with their arguments, and the class prompts. It is the module's only
+    hyperparameter, so a checkpoint's ``hyper_parameters`` rebuild the model without running
+    anything named in the file. ``net`` is the UNet built from the training config (by default,
+    built from the spec); ``optimizer`` (a partial taking ``params``), ``channels_last``,
+    ``compile`` and ``seed`` are training options, not part of the model. The encoded prompts
+    are buffers in ``self.prompts``.
     """
 
     def __init__(
         self,
-        net: dict,
-        schedule: dict,
-        optimizer: dict,
-        text_encoder: dict,
-        class_names: list[str],
-        class_prompts: list[list[str]],
+        spec: dict,
+        net: nn.Module | None = None,
+        optimizer: Callable | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.net = build(net)
+        self.save_hyperparameters(spec)
+        self.net = net if net is not None else build_component(spec, "net")
         # NHWC layout: on GPUs with tensor cores, convolutions can skip layout transposes
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         if compile:
             self.net.compile()  # in place: parameter names, and so checkpoints, stay the same
-        self.schedule = build(schedule)
+        self.schedule = build_component(spec, "schedule")
+        self.optimizer, self.seed = optimizer, seed
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
-        # the epoch's running sums go into checkpoints: a run resumed mid-epoch logs the same
-        # epoch values as one that went straight through
-        self.train_loss.persistent(True)
-        self.train_acc.persistent(True)
+        self.first_nonfinite_step: torch.Tensor | None = None
 
     def encode_prompts(self, encoder: TextEncoder) -> None:
         """Encode every class prompt once; the result is saved with the weights."""
         self.prompts.fill(encoder, self.hparams.class_prompts)
 
-    def class_text(self, labels: torch.Tensor) -> TextEmbedding:
+    def class_text(
+        self, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> TextEmbedding:
         """The text embedding of each label's prompt, a random template per sample."""
         num_templates = self.prompts.pooled.shape[1]
-        return self.prompts.lookup(labels, torch.randint_like(labels, num_templates))
+        templates = torch.randint(
+            num_templates, labels.shape, device=labels.device, generator=generator
+        )
+        return self.prompts.lookup(labels, templates)
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding):
         x_t = x_t.contiguous(memory_format=self.memory_format)
@@ -74,18 +88,26 @@ class DiffusionModule(L.LightningModule):
 
     def model_step(self, batch, loss_metric, acc_metric, generator=None) -> torch.Tensor:
         """The seed's training step: corrupt x_0 at a random t, predict ε, MSE against the true ε.
-        Updates the stage's loss and pseudo-accuracy metrics; returns the batch loss."""
+        Updates the stage's loss and pseudo-accuracy metrics; returns the batch loss. Every
+        random draw comes from ``generator`` (the global RNG when None)."""
         x0, labels = batch
         t = torch.randint(
             self.schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator
         )
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.schedule.add_noise(x0, noise, t)
-        noise_pred = self.predict_noise(x_t, t, self.class_text(labels)).float()
+        noise_pred = self.predict_noise(x_t, t, self.class_text(labels, generator)).float()
         loss = F.mse_loss(noise_pred, noise)
         loss_metric.update(noise_pred.detach(), noise)
         acc_metric.update(self.schedule.predict_x0(x_t, t, noise_pred.detach()), x0)
         return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Every step's random draws (t, ε, templates, text dropout) depend only on (seed, rank,
+        # epoch, batch): each rank draws its own, and a run resumed from a checkpoint draws what
+        # an uninterrupted one would have (Lightning saves no RNG state).
+        entropy = [self.seed, self.global_rank, self.current_epoch, batch_idx]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
     def on_train_epoch_start(self) -> None:
         # not called when resuming mid-epoch, where the restored sums carry on; a checkpoint
@@ -95,20 +117,63 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.model_step(batch, self.train_loss, self.train_acc)
-        if not torch.isfinite(loss):  # before backward: the weights are still the last good ones
-            raise NonFiniteLoss(
-                f"The training loss is {loss.item()} at step {self.global_step} (epoch "
-                f"{self.current_epoch}); training stopped and checkpoints/last.ckpt holds the last "
-                "good weights. Lower optimizer.lr, set trainer.gradient_clip_val=1.0 or use "
-                "trainer.precision=32, then resume with ckpt_path=last."
-            )
+        self._note_nonfinite(loss)
         self.log("loss", loss, prog_bar=True, logger=False)  # the live per-step value
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/pseudo_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self._stop_if_nonfinite()
+
+    def _note_nonfinite(self, loss: torch.Tensor) -> None:
+        """Remembers the first step whose loss was NaN or infinite, on the device: no host sync
+        per step. :meth:`_stop_if_nonfinite` reads it every ``log_every_n_steps`` steps and
+        before every checkpoint."""
+        if self.first_nonfinite_step is None:
+            self.first_nonfinite_step = torch.full((), NO_STEP, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        step = torch.where(bad, self.global_step, NO_STEP)
+        self.first_nonfinite_step = torch.minimum(self.first_nonfinite_step, step)
+
+    def _stop_if_nonfinite(self) -> None:
+        """Stops every rank together (the check is all-reduced) once any rank saw a non-finite
+        loss; called at the same step on all ranks."""
+        if self.first_nonfinite_step is None:
+            return
+        step = self.trainer.strategy.reduce(self.first_nonfinite_step.clone(), reduce_op="min")
+        if step < NO_STEP:
+            raise NonFiniteLoss(
+                f"The training loss is not finite (NaN or inf) at step {int(step)}; training "
+                "stopped, and no checkpoint was written after that step, so checkpoints/last.ckpt "
+                "holds good weights. Lower optimizer.lr, set trainer.gradient_clip_val=1.0 or use "
+                "trainer.precision=32, then resume with ckpt_path=last."
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._stop_if_nonfinite()  # never save weights a non-finite loss has updated
+        # The epoch's running sums summed over ranks (a checkpoint holds rank 0's state only):
+        # a run resumed mid-epoch logs the epoch values of an uninterrupted one.
+        checkpoint["epoch_sums"] = {
+            name: {
+                key: self.trainer.strategy.reduce(value.clone(), reduce_op="sum").cpu()
+                for key, value in getattr(self, name).metric_state.items()
+            }
+            for name in EPOCH_METRICS
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for name, sums in checkpoint.get("epoch_sums", {}).items():
+            metric = getattr(self, name)
+            for key, value in sums.items():
+                # rank 0 carries on with the sums of every rank, the others from zero
+                value = value if self.global_rank == 0 else torch.zeros_like(value)
+                setattr(metric, key, value.to(metric.device))
+
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
-        # The same t and ε for a batch every epoch, so val/loss is comparable across epochs.
+        # The same t, ε and templates for a batch every epoch, so val/loss is comparable across
+        # epochs and does not depend on what ran before.
         generator = torch.Generator(self.device).manual_seed(batch_idx)
         loss = self.model_step(batch, self.val_loss, self.val_acc, generator)
         self.log("val/loss", self.val_loss, prog_bar=True, on_step=False, on_epoch=True)
@@ -116,7 +181,9 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return build(self.hparams.optimizer)(params=self.net.parameters())
+        if self.optimizer is None:
+            raise RuntimeError("This module was loaded for sampling: it has no optimizer.")
+        return self.optimizer(params=self.net.parameters())
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -126,9 +193,8 @@ class DiffusionModule(L.LightningModule):
         """Classifier-free guidance: ε = ε_uncond + w · (ε_cond − ε_uncond), with the conditional
         and unconditional (null-prompt) passes batched together."""
         both = text.cat(text.null())
-        eps_cond, eps_uncond = self.predict_noise(torch.cat([x, x]), torch.cat([t, t]), both).chunk(
-            2
-        )
+        eps = self.predict_noise(torch.cat([x, x]), torch.cat([t, t]), both)
+        eps_cond, eps_uncond = eps.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
     @torch.no_grad()
@@ -141,6 +207,7 @@ class DiffusionModule(L.LightningModule):
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         progress: bool = True,
+        timestep_spacing: str = "linspace",
     ) -> torch.Tensor:
         """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
         comes from ``generator`` on the CPU, so a seed gives the same images on any device."""
@@ -151,21 +218,17 @@ class DiffusionModule(L.LightningModule):
             self.device, memory_format=self.memory_format
         )
         text = text.map(lambda z: z.to(self.device))
-        images = run_sampler(
-            sampler,
-            lambda x_t, t: self.guided_noise(x_t, t, text, guidance_scale),
-            self.schedule,
-            x,
-            steps,
-            generator,
-            eta,
-            progress,
-        )
-        self.net.train(was_training)
-        return images
-
-    def class_grid_text(self, num_per_class: int) -> TextEmbedding:
-        """Every class's first prompt, ``num_per_class`` times each (C · n prompts)."""
-        classes = torch.arange(self.prompts.pooled.shape[0], device=self.device)
-        classes = classes.repeat_interleave(num_per_class)
-        return self.prompts.lookup(classes, torch.zeros_like(classes))
+        try:
+            return run_sampler(
+                sampler,
+                lambda x_t, t: self.guided_noise(x_t, t, text, guidance_scale),
+                self.schedule,
+                x,
+                steps,
+                generator,
+                eta,
+                progress,
+                spacing=timestep_spacing,
+            )
+        finally:
+            self.net.train(was_training)

@@ -9,9 +9,9 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
 
 from diffusion_lit.artifacts import load_module
-from diffusion_lit.config import build
 from diffusion_lit.errors import UserError
 from diffusion_lit.module import DiffusionModule
+from diffusion_lit.spec import build_component
 from diffusion_lit.text import TextEmbedding, TextEncoder
 
 
@@ -38,7 +38,7 @@ class TextToImage:
     """
 
     def __init__(self, module: DiffusionModule):
-        self.module = module.eval()
+        self.module = module
         self._encoder: TextEncoder | None = None
 
     @classmethod
@@ -68,7 +68,7 @@ class TextToImage:
             index = torch.tensor([stored[p] for p in prompts], device=self.module.device)
             return self.module.prompts.lookup(index[:, 0], index[:, 1])
         if self._encoder is None:
-            self._encoder = build(self.module.hparams.text_encoder)
+            self._encoder = build_component(self.module.hparams, "text_encoder")
         return self._encoder.encode(prompts)
 
     def __call__(
@@ -82,10 +82,12 @@ class TextToImage:
         seed: int = 0,
         batch_size: int = 256,
         progress: bool = True,
+        timestep_spacing: str = "linspace",
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
-        ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` evenly spaced
-        timesteps (default: all T). The same seed and batch size give the same images."""
+        ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` timesteps
+        (default: all T) spaced by ``timestep_spacing`` (linspace, leading or trailing). The same
+        seed and batch size give the same images."""
         prompts = self.class_prompts if prompts is None else list(prompts)
         if not prompts:
             raise UserError("The prompt list is empty: give at least one prompt.")
@@ -99,7 +101,14 @@ class TextToImage:
         images = torch.cat(
             [
                 self.module.generate(
-                    chunk, guidance_scale, sampler, steps, eta, generator, progress
+                    chunk,
+                    guidance_scale,
+                    sampler,
+                    steps,
+                    eta,
+                    generator,
+                    progress,
+                    timestep_spacing,
                 )
                 for chunk in chunks
             ]
@@ -122,11 +131,39 @@ class TextToImage:
                 prompt_dir.mkdir(parents=True, exist_ok=True)
                 for i, image in enumerate(row):
                     save_image(image, prompt_dir / f"{i:03d}.png")
-            grid = out_dir / "grid.png"
-            save_image(images.flatten(0, 1), grid, nrow=images.shape[1])
+            return save_grid(images, out_dir / "grid.png")
         except OSError as err:
             raise UserError(
                 f"Cannot write images to {out_dir}: {err.strerror or err}. Pass out_dir=<a "
                 "writable folder with free space>."
             ) from err
-        return grid
+
+
+def save_grid(images: torch.Tensor, path: Path) -> Path:
+    """Images (P, N, C, H, W) in [0, 1] as one PNG, a row per prompt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.flatten(0, 1), path, nrow=images.shape[1])
+    return path
+
+
+def write_class_grid(
+    module: DiffusionModule,
+    path: Path,
+    num_per_class: int = 8,
+    sampler: str = "ddpm",
+    steps: int = 100,
+    guidance_scale: float = 3.0,
+    seed: int = 0,
+) -> Path:
+    """Samples every class prompt ``num_per_class`` times with a fixed seed and saves the grid
+    (a row per class): the pictures of training runs and model cards."""
+    images = TextToImage(module)(
+        None,
+        num_images=num_per_class,
+        guidance_scale=guidance_scale,
+        sampler=sampler,
+        steps=min(steps, module.schedule.timesteps),
+        seed=seed,
+        progress=False,
+    )
+    return save_grid(images, path)

@@ -6,6 +6,7 @@ loaders' positions from the checkpoint; this module handles what lives outside i
 """
 
 import csv
+import math
 import secrets
 import warnings
 from pathlib import Path
@@ -67,22 +68,22 @@ OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
 OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
 
 
-# the checkpoint's hyperparameter → the config group a user sets it with
+# a model spec's part → the config group a user sets it with
 _CONFIG_NAMES = {"net": "model", "schedule": "schedule", "text_encoder": "text_encoder"}
 
 
-def check_same_model(checkpoint: Path, saved: dict, hparams: dict) -> None:
-    """Fails, naming what differs, when the hyperparameters ``saved`` in ``checkpoint`` describe
-    another model than ``hparams`` (its weights could not be loaded into it)."""
+def check_same_model(checkpoint: Path, saved: dict, spec: dict) -> None:
+    """Fails, naming what differs, when the model spec ``saved`` in ``checkpoint`` describes
+    another model than ``spec`` (its weights could not be loaded into it)."""
     differences = [
-        f"{_CONFIG_NAMES[group]}.{key}: {old!r} in the checkpoint, {new!r} now"
-        for group in _CONFIG_NAMES
-        for key, old, new in _diff(saved[group], hparams[group])
+        difference
+        for group, name in _CONFIG_NAMES.items()
+        for difference in _diff(name, saved[group], spec[group])
     ]
-    if saved["class_prompts"] != hparams["class_prompts"]:
+    if saved["class_prompts"] != spec["class_prompts"]:
         differences.append(
             f"data: {len(saved['class_prompts'])} classes/prompts in the checkpoint "
-            f"({saved['class_names'][:3]}…), {len(hparams['class_prompts'])} now"
+            f"({saved['class_names'][:3]}…), {len(spec['class_prompts'])} now"
         )
     if differences:
         run_dir = run_dir_of(checkpoint)
@@ -93,13 +94,15 @@ def check_same_model(checkpoint: Path, saved: dict, hparams: dict) -> None:
         )
 
 
-def _diff(old: dict, new: dict, prefix: str = ""):
+def _diff(name: str, old: dict, new: dict):
+    """A line per argument of config group ``name`` that differs; just one for another kind."""
+    if old.get("kind") != new.get("kind"):
+        yield f"{name}={old.get('kind')} in the checkpoint, {name}={new.get('kind')} now"
+        return
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            yield from _diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            yield f"{prefix}{key}", a, b
+        if not (a == b or (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b))):
+            yield f"{name}.{key}: {a!r} in the checkpoint, {b!r} now"
 
 
 def continue_csv_log(logger, global_step: int) -> None:

@@ -1,5 +1,5 @@
-"""Reverse-process samplers. Each needs only ε̂(x_t, t) and the schedule's ᾱ_t, and walks
-``steps`` evenly spaced training timesteps from T − 1 down to 0."""
+"""Reverse-process samplers. Each needs only ε̂(x_t, t) and the schedule's ᾱ_t, and walks a
+grid of training timesteps (:func:`spaced_timesteps`) from the noisiest down to the clean image."""
 
 from collections.abc import Callable
 
@@ -10,19 +10,42 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.schedule import NoiseSchedule
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SPACINGS = ("linspace", "leading", "trailing")
 
 
-def spaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:
-    """``steps`` evenly spaced training timesteps from 0 to T − 1, ascending (all of them if
-    steps = T), as in "respacing" (Nichol & Dhariwal 2021, §4)."""
+def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> torch.Tensor:
+    """The ``steps`` training timesteps a sampler visits, ascending, as diffusers'
+    ``timestep_spacing`` (Lin et al. 2024, Table 2): ``linspace`` evenly from 0 to T − 1,
+    rounded ("respacing", Nichol & Dhariwal 2021, §4); ``leading`` the multiples of ⌊T/steps⌋
+    from 0; ``trailing`` evenly from T − 1 down in strides of T/steps, so that the first step is
+    always at T − 1, where the starting noise is (which makes even one step meaningful)."""
+    if spacing not in SPACINGS:
+        raise UserError(
+            f"Unknown timestep_spacing={spacing!r}; choose one of {', '.join(SPACINGS)}."
+        )
     if not 1 <= steps <= timesteps:
-        raise UserError(f"steps must be between 1 and the schedule's T={timesteps}, got {steps}")
-    return torch.linspace(0, timesteps - 1, steps).round().long()
+        raise UserError(
+            f"steps must be between 1 and the schedule's T={timesteps}, got {steps}; pass "
+            f"steps=<1..{timesteps}>."
+        )
+    if spacing == "linspace":
+        taus = torch.linspace(0, timesteps - 1, steps, dtype=torch.float64).round()
+    elif spacing == "leading":
+        taus = torch.arange(steps, dtype=torch.float64) * (timesteps // steps)
+    else:
+        taus = (timesteps - torch.arange(steps, dtype=torch.float64) * timesteps / steps).round()
+        taus = (taus - 1).flip(0)
+    if taus[-1] == 0:
+        raise UserError(
+            f"steps={steps} with timestep_spacing={spacing} visits only t=0, so the sample would "
+            "be the starting noise; use steps=2 or more, or timestep_spacing=trailing (its one "
+            "step starts at t=T-1)."
+        )
+    return taus.long()
 
 
-def _walk(schedule: NoiseSchedule, x: torch.Tensor, steps: int | None, progress: bool):
+def _walk(schedule: NoiseSchedule, x: torch.Tensor, taus: torch.Tensor, progress: bool):
     """Yields (i, t, ᾱ_t, ᾱ_prev) from the noisiest step down; ᾱ_prev = 1 after the last."""
-    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
     alphas = schedule.alphas_cumprod.to(x.device)[taus.to(x.device)]
     for i in tqdm(range(len(taus) - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
         t = torch.full((x.shape[0],), int(taus[i]), device=x.device, dtype=torch.long)
@@ -40,12 +63,12 @@ def _predict_x0(x, eps, a_t, clip: bool):
 
 
 @torch.no_grad()
-def ddpm_sample(eps_fn, schedule, x, steps=None, generator=None, progress=True, clip_x0=True):
+def ddpm_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) from x_T = ``x``.
 
-    With ``steps`` < T each jump's β is recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); the step
+    With fewer steps than T each jump's β is recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); the step
     then samples the posterior q(x_prev | x_t, x̂_0) (eqs. 6–7)."""
-    for i, t, a_t, a_prev in _walk(schedule, x, steps, progress):
+    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress):
         x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
         beta = 1 - a_t / a_prev
         x = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a_t)
@@ -55,12 +78,10 @@ def ddpm_sample(eps_fn, schedule, x, steps=None, generator=None, progress=True, 
 
 
 @torch.no_grad()
-def ddim_sample(
-    eps_fn, schedule, x, steps=None, generator=None, progress=True, clip_x0=True, eta=0.0
-):
+def ddim_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, eta=0.0):
     """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z, with
     σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev). η = 0 is deterministic; η = 1 is DDPM."""
-    for i, t, a_t, a_prev in _walk(schedule, x, steps, progress):
+    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress):
         eps = eps_fn(x, t).to(x.dtype)
         x0 = _predict_x0(x, eps, a_t, clip_x0)
         if clip_x0:  # keep ε consistent with the clipped x̂_0
@@ -73,14 +94,14 @@ def ddim_sample(
 
 
 @torch.no_grad()
-def dpmpp_2m_sample(eps_fn, schedule, x, steps=None, generator=None, progress=True, clip_x0=True):
+def dpmpp_2m_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
     solver of the probability-flow ODE in x̂_0 form, first order on the first and last steps.
     With λ = log(α/σ), α = √ᾱ, σ = √(1 − ᾱ) and h = λ_prev − λ_t:
     x_prev = (σ_prev/σ_t) x_t − α_prev (e^(−h) − 1) D, D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,last.
     Deterministic: ``generator`` is accepted for a uniform signature and not used."""
     x0_last, h_last = None, None
-    for i, t, a_t, a_prev in _walk(schedule, x, steps, progress):
+    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress):
         x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
         if i == 0:  # the last jump lands on ᾱ = 1 (σ = 0): the clean image is x̂_0 itself
             return x0
@@ -109,11 +130,14 @@ def run_sampler(
     eta: float = 0.0,
     progress: bool = True,
     clip_x0: bool = True,
+    spacing: str = "linspace",
 ) -> torch.Tensor:
-    """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m) from the noise ``x``. ``eta`` is
-    DDIM's noise level; ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]."""
-    if name == "ddim":
-        return ddim_sample(eps_fn, schedule, x, steps, generator, progress, clip_x0, eta=eta)
+    """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m) from the noise ``x`` over
+    ``steps`` timesteps (all T by default) spaced by ``spacing``. ``eta`` is DDIM's noise level;
+    ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]."""
     if name not in SAMPLERS:
         raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
-    return SAMPLERS[name](eps_fn, schedule, x, steps, generator, progress, clip_x0)
+    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps, spacing)
+    if name == "ddim":
+        return ddim_sample(eps_fn, schedule, x, taus, generator, progress, clip_x0, eta=eta)
+    return SAMPLERS[name](eps_fn, schedule, x, taus, generator, progress, clip_x0)

@@ -9,8 +9,12 @@ from diffusion_lit.errors import UserError
 
 
 def linear_beta_schedule(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02):
-    """Linearly spaced β_t, the DDPM paper's schedule (Ho et al. 2020, §4)."""
-    return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    """Linearly spaced β_t, the DDPM paper's schedule (Ho et al. 2020, §4), whose β ∈ [1e-4, 0.02]
+    are for T = 1000: scaled by 1000/T, so that ᾱ_T ≈ 0 for any T (Nichol & Dhariwal 2021, the
+    "linear" schedule of their code), and clipped at 0.999 as the cosine one."""
+    scale = 1000 / timesteps
+    betas = torch.linspace(beta_start * scale, beta_end * scale, timesteps, dtype=torch.float64)
+    return betas.clamp(max=0.999)
 
 
 def cosine_beta_schedule(timesteps: int, s: float = 0.008):
@@ -28,7 +32,8 @@ def extract(a: torch.Tensor, t: torch.Tensor, x_shape: torch.Size) -> torch.Tens
 
 class NoiseSchedule(nn.Module):
     """Holds β_t and the coefficients derived from it as buffers (computed in float64, stored
-    float32), so they move with the model between devices and are saved in checkpoints."""
+    float32), so they move with the model between devices. ``beta_start`` and ``beta_end`` are
+    the linear schedule's β at T = 1000 (scaled for other T)."""
 
     def __init__(
         self,
@@ -39,6 +44,10 @@ class NoiseSchedule(nn.Module):
         cosine_s: float = 0.008,
     ):
         super().__init__()
+        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 2:
+            raise UserError(
+                f"schedule.timesteps must be an integer of at least 2, got {timesteps!r}."
+            )
         if kind == "linear":
             betas = linear_beta_schedule(timesteps, beta_start, beta_end)
         elif kind == "cosine":

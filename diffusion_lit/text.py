@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffusion_lit.errors import UserError
+from diffusion_lit.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TextEncoder(nn.Module):
         self.name_or_path, self.max_length = str(name_or_path), max_length
         try:
             self.tokenizer, self.model = self.load(self.name_or_path)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # missing, or a folder asking to run its own code
             raise TextEncoderUnavailable(self.unavailable_message(err)) from err
         self.model.requires_grad_(False).eval()
         if self.model.config.hidden_size != dim:
@@ -75,8 +75,8 @@ class TextEncoder(nn.Module):
     def pool(self, outputs, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def unavailable_message(self, err: OSError) -> str:
-        return f"Cannot load text encoder {self.name_or_path!r}: {err}"
+    def unavailable_message(self, err: Exception) -> str:
+        return f"Cannot load text encoder {self.name_or_path!r}: {first_line(err)}"
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: stays in eval mode (no dropout) whatever the caller
@@ -122,7 +122,9 @@ class MiniLMEncoder(TextEncoder):
     def load(self, name_or_path: str):
         from transformers import AutoModel, AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(name_or_path), AutoModel.from_pretrained(name_or_path)
+        # never run code shipped with a model folder: the path may come from a model file
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        return tokenizer, AutoModel.from_pretrained(name_or_path, trust_remote_code=False)
 
     def pool(self, outputs, mask: torch.Tensor) -> torch.Tensor:
         weights = mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)  # (B, L, 1)
@@ -143,20 +145,21 @@ class CLIPEncoder(TextEncoder):
     def load(self, name_or_path: str):
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        tokenizer = CLIPTokenizer.from_pretrained(name_or_path)
+        tokenizer = CLIPTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
         # Offline, transformers can hand back a placeholder tokenizer with a 2-token vocabulary.
         if tokenizer.vocab_size != CLIP_VOCAB_SIZE:
             raise OSError(
                 f"tokenizer has {tokenizer.vocab_size} tokens, not CLIP's {CLIP_VOCAB_SIZE}"
             )
-        return tokenizer, CLIPTextModel.from_pretrained(name_or_path)
+        return tokenizer, CLIPTextModel.from_pretrained(name_or_path, trust_remote_code=False)
 
     def pool(self, outputs, mask: torch.Tensor) -> torch.Tensor:
         return outputs.pooler_output
 
-    def unavailable_message(self, err: OSError) -> str:
+    def unavailable_message(self, err: Exception) -> str:
         return (
-            f"Cannot load the CLIP text encoder {self.name_or_path!r} ({err}). Download it once "
+            f"Cannot load the CLIP text encoder {self.name_or_path!r} ({first_line(err)}). "
+            "Download it once "
             "with network access (it is cached by Hugging Face), point "
             "text_encoder.name_or_path at a local copy, or use the bundled offline encoder: "
             "text_encoder=minilm."

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion_lit.artifacts import read_checkpoint
-from diffusion_lit.config import build
+from diffusion_lit.config import build, model_spec
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.resume import check_same_model, continue_csv_log, find_checkpoint, wandb_run_id
@@ -54,20 +54,19 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)
     encoder = build(cfg.text_encoder)  # fails here, before any work, if unavailable
+    spec = model_spec(cfg, datamodule.class_names, datamodule.class_prompts)
     module = DiffusionModule(
-        net=_container(cfg.model),
-        schedule=_container(cfg.schedule),
-        optimizer=_container(cfg.optimizer),
-        text_encoder=_container(cfg.text_encoder),
-        class_names=datamodule.class_names,
-        class_prompts=datamodule.class_prompts,
+        spec,
+        net=build(cfg.model),
+        optimizer=build(cfg.optimizer),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        seed=cfg.seed,
     )
     module.encode_prompts(encoder)
     del encoder
     if resumed:
-        check_same_model(checkpoint, resumed["hyper_parameters"], module.hparams)
+        check_same_model(checkpoint, resumed["hyper_parameters"], spec)
         log.info("Resuming from %s (step %d)", checkpoint, resumed["global_step"])
 
     _setup_wandb(cfg)
@@ -81,7 +80,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         logger.log_hyperparams(_container(cfg))
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise

@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 from pathlib import Path
@@ -61,3 +62,33 @@ def trained_run(tmp_path_factory):
     cfg = compose_train(TINY, run_dir=run_dir)
     metrics, objects = train(cfg)
     return run_dir, metrics, objects
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Runs a command-line entry point in-process as the shell would: ``run(main, args)`` returns
+    (exit status, stderr). Hydra's entry points get the project's config dir."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+
+    def run(main, args: list[str], hydra: bool = True) -> tuple[int, str]:
+        prefix = ["--config-path", CONF_DIR] if hydra else []
+        monkeypatch.setattr(sys, "argv", ["prog", *prefix, *args])
+        try:
+            main() if hydra else main(args)
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+        return status, capsys.readouterr().err
+
+    yield run
+    # Hydra points the root logger at this test's captured streams; later tests must not log to
+    # them once they are closed
+    logging.root.handlers[:], logging.root.level = handlers, level
+
+
+def assert_one_line(status: int, stderr: str, *fragments: str) -> None:
+    """Exit status 2 and exactly one ``error:`` line (holding each fragment), no traceback."""
+    assert status == 2 and "Traceback" not in stderr, stderr[-3000:]
+    [line] = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    for fragment in fragments:
+        assert fragment in line, line

@@ -7,7 +7,9 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from diffusion_lit.config import model_spec
 from diffusion_lit.datamodule import ImageDataModule
+from diffusion_lit.spec import build_component
 
 from conftest import CONF_DIR, compose_train
 
@@ -74,7 +76,8 @@ def test_text_encoders(tmp_path):
 
 def test_schedule_and_optimizer_instantiate(tmp_path):
     cfg = compose_train(["schedule.kind=cosine"], run_dir=tmp_path)
-    assert instantiate(cfg.schedule).alphas_cumprod.shape == (1000,)
+    spec = model_spec(cfg, ["six"], [["Draw a six"]])
+    assert build_component(spec, "schedule").alphas_cumprod.shape == (1000,)
     net = instantiate(cfg.model)
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)

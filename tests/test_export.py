@@ -47,12 +47,11 @@ def test_export_writes_weights_prompts_config_and_model_card(exported):
         "prompts.safetensors",
     ]
     config = json.loads((out_dir / "config.json").read_text())
-    hp = config["hyper_parameters"]
-    assert config["image_size"] == 8 and config["channels"] == 1
-    assert hp["net"]["_target_"] == "diffusion_lit.models.SimpleUNet"
-    assert hp["schedule"]["timesteps"] == 20
-    assert hp["text_encoder"]["_target_"] == "diffusion_lit.text.MiniLMEncoder"
-    assert hp["class_prompts"][6] == ["Draw a six"]
+    spec = config["spec"]
+    assert config["image_size"] == 8 and config["channels"] == 1 and config["version"] == 2
+    assert spec["net"]["kind"] == "simple" and spec["text_encoder"]["kind"] == "minilm"
+    assert spec["schedule"]["timesteps"] == 20
+    assert spec["class_prompts"][6] == ["Draw a six"]
     assert config["source"]["weights"] == "EMA" and config["source"]["epochs"] == 2
     card = (out_dir / "README.md").read_text()
     assert "after 2 epochs" in card and "2 epochs in `accuracy_log.txt`" in card
@@ -91,7 +90,7 @@ def test_weights_of_another_shape_name_what_does_not_match(exported, tmp_path):
     for f in out_dir.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
     config = json.loads((broken / "config.json").read_text())
-    config["hyper_parameters"]["net"]["base_channels"] = 8  # the weights are for 4
+    config["spec"]["net"]["base_channels"] = 8  # the weights are for 4
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match=r"does not fit .* of another shape, file vs model"):
         TextToImage.from_checkpoint(broken)
@@ -107,7 +106,7 @@ class Payload:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ({"state_dict": {}}, "not a diffusion_lit checkpoint"),  # someone else's checkpoint
+        ({"state_dict": {}}, "not a diffusion_lit model"),  # someone else's checkpoint
         (torch.nn.Linear(2, 2), "not a readable diffusion_lit checkpoint"),  # a pickled module
         (Payload(), "not a readable diffusion_lit checkpoint"),  # code that would run on load
     ],

@@ -46,7 +46,9 @@ def test_sampler_recovers_the_gaussian(name, steps, eta, rel):
 
 
 def test_ddim_at_eta_one_with_all_steps_is_ddpm():
-    torch.testing.assert_close(sample("ddim", 1000, eta=1.0, n=500), sample("ddpm", 1000, n=500))
+    # the same maths in another order: float32 rounding over 1,000 steps, no more
+    ddim, ddpm = sample("ddim", 1000, eta=1.0, n=500), sample("ddpm", 1000, n=500)
+    torch.testing.assert_close(ddim, ddpm, atol=1e-4, rtol=1e-4)
 
 
 def test_deterministic_samplers_ignore_the_seed_after_the_start():
