@@ -37,7 +37,9 @@ def classifier_path(cfg: DictConfig) -> Path:
 def default_out_dir(cfg: DictConfig) -> Path:
     ckpt = Path(cfg.ckpt_path)
     raw = "" if cfg.use_ema else "-raw"
-    return ckpt.parent / f"eval-{ckpt.stem}-{cfg.sampler}{cfg.steps}-w{cfg.guidance_scale:g}{raw}"
+    spacing = "" if cfg.timestep_spacing == "linspace" else f"-{cfg.timestep_spacing}"
+    name = f"eval-{ckpt.stem}-{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{raw}"
+    return ckpt.parent / name
 
 
 def to_rgb01(x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +118,8 @@ def evaluate(cfg: DictConfig) -> dict:
     n = cfg.images_per_class
     images, seconds = timed(
         pipe, None, num_images=n, guidance_scale=cfg.guidance_scale, sampler=cfg.sampler,
-        steps=cfg.steps, eta=cfg.eta, seed=cfg.seed, batch_size=cfg.batch_size,
+        steps=cfg.steps, timestep_spacing=cfg.timestep_spacing, eta=cfg.eta, seed=cfg.seed,
+        batch_size=cfg.batch_size,
     )  # fmt: skip
     samples = images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
     labels = torch.arange(len(classes)).repeat_interleave(n)
@@ -127,7 +130,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
     result = {
         "checkpoint": str(cfg.ckpt_path),
-        "sampler": cfg.sampler, "steps": cfg.steps, "eta": cfg.eta,
+        "sampler": cfg.sampler, "steps": cfg.steps, "timestep_spacing": cfg.timestep_spacing,
+        "eta": cfg.eta,
         "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema, "seed": cfg.seed,
         "images_per_class": n, "heldout_images": len(heldout),
         "classifier": str(path), "classifier_accuracy": meta["val_accuracy"],

@@ -22,6 +22,7 @@ def sample(cfg: DictConfig) -> Path:
         guidance_scale=cfg.guidance_scale,
         sampler=cfg.sampler,
         steps=cfg.steps,
+        timestep_spacing=cfg.timestep_spacing,
         eta=cfg.eta,
         seed=cfg.seed,
         batch_size=cfg.batch_size,

@@ -1,6 +1,9 @@
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +95,40 @@ def assert_one_line(status: int, stderr: str, *fragments: str) -> None:
     [line] = [line for line in stderr.splitlines() if line.startswith("error: ")]
     for fragment in fragments:
         assert fragment in line, line
+
+
+# training in a separate process, as the shell runs it
+
+
+def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``python -m diffusion_lit.train *args`` in ``cwd``, in a session of its own (so a DDP run's
+    processes can be killed together); the tests' helper modules are importable."""
+    cwd.mkdir(exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "diffusion_lit.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process: subprocess.Popen, status: int = 0, timeout: int = 600) -> str:
+    """Waits for the process; asserts its exit status; returns its stderr."""
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == status, stderr[-4000:]
+    return stderr
+
+
+def kill_when_written(process: subprocess.Popen, pattern: str, cwd: Path) -> Path:
+    """SIGKILLs the process and its children as soon as a file matching ``pattern`` exists."""
+    deadline = time.monotonic() + 300
+    while not (found := sorted(cwd.glob(pattern))):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return found[0]

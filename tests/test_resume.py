@@ -1,11 +1,7 @@
 """Resuming after a crash: same run dir, every counter and log continuing, and the same weights
 as a run that was never interrupted."""
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +15,8 @@ from diffusion_lit.module import NonFiniteLoss
 from diffusion_lit.resume import continue_csv_log, find_checkpoint
 from diffusion_lit.train import train
 
-from conftest import ROOT, TINY, compose_train
+from conftest import TINY, compose_train, finish, kill_when_written
+from conftest import start_training as start
 
 # 1,617 training digits in batches of 512: 4 steps per epoch, a checkpoint every 3 steps (the
 # first one mid-epoch), 3 epochs.
@@ -32,24 +29,6 @@ RUN = [
 ]
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    cwd.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "diffusion_lit.train", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen) -> None:
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-4000:]
-
-
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -60,12 +39,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(tmp_path):
     finish(start([*RUN, "+callbacks.slow.seconds=0", "paths.output_dir=out"], cwd=straight))
 
     process = start([*RUN, "+callbacks.slow.seconds=0.5", "paths.output_dir=out"], cwd=crashed)
-    deadline = time.monotonic() + 300
-    while not list(crashed.glob("out/runs/*/checkpoints/last.ckpt")):
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_written(process, "out/runs/*/checkpoints/last.ckpt", crashed)
     [run_dir] = (crashed / "out" / "runs").iterdir()
     killed_at = load(run_dir / "checkpoints" / "last.ckpt")["global_step"]
     assert 3 <= killed_at < 12  # the kill came mid-run, after the first step checkpoint

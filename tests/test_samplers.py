@@ -75,3 +75,9 @@ def test_spaced_timesteps():
     assert len(taus) == 50 and taus[0] == 0 and taus[-1] == 999
     with pytest.raises(UserError, match="steps"):
         spaced_timesteps(10, 11)
+    assert spaced_timesteps(1000, 1, "trailing").tolist() == [999]
+    for spacing in ["linspace", "leading"]:  # one step at t = 0 would return the noise itself
+        with pytest.raises(UserError, match="steps=1 .* visits only t=0.*trailing"):
+            spaced_timesteps(1000, 1, spacing)
+    with pytest.raises(UserError, match="timestep_spacing='middle'"):
+        spaced_timesteps(1000, 10, "middle")

@@ -5,13 +5,20 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.schedule import NoiseSchedule
 
 
+@pytest.mark.parametrize("timesteps", [20, 100, 1000, 4000])
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
-def test_alphas_cumprod_falls_from_one_to_near_zero(kind):
-    s = NoiseSchedule(1000, kind)
-    a = s.alphas_cumprod
-    assert a.shape == (1000,) and (a > 0).all() and (a < 1).all()
+def test_alphas_cumprod_falls_from_one_to_near_zero_for_any_T(kind, timesteps):
+    """Sampling starts from N(0, I): ᾱ_T must be ~0 for every T, or the model is asked to
+    denoise a distribution it never saw (unscaled linear β at T = 100 ended at ᾱ ≈ 0.36)."""
+    a = NoiseSchedule(timesteps, kind).alphas_cumprod
+    assert a.shape == (timesteps,) and (a > 0).all() and (a < 1).all()
     assert (a[1:] < a[:-1]).all()
     assert a[0] > 0.99 and a[-1] < 1e-3
+
+
+def test_linear_beta_is_scaled_by_1000_over_T():
+    betas = NoiseSchedule(100, "linear").betas
+    assert betas[0].item() == pytest.approx(1e-3) and betas[-1].item() == pytest.approx(0.2)
 
 
 def test_linear_schedule_matches_ddpm():

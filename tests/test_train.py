@@ -1,8 +1,5 @@
 import csv
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ from diffusion_lit.sample import sample
 from diffusion_lit.text import TextEncoderUnavailable
 from diffusion_lit.train import train
 
-from conftest import CONF_DIR, ROOT, TINY, compose_train
+from conftest import CONF_DIR, TINY, compose_train, finish, start_training
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -191,70 +188,20 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_cfg):
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
-    result = subprocess.run(
-        [sys.executable, "-m", "diffusion_lit.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 @pytest.mark.slow
 def test_multirun_gives_one_run_dir_per_value(tmp_path):
-    run_cli(
-        [
-            "-m",
-            *[o for o in TINY if not o.startswith("model.base_channels=")],
-            "model.base_channels=4,8",
-            "trainer.max_epochs=1",
-            "~callbacks.sample_grid",
-            f"hydra.sweep.dir={tmp_path}/sweep",
-        ],
-        cwd=tmp_path,
-    )
+    args = [
+        "-m",
+        *[o for o in TINY if not o.startswith("model.base_channels=")],
+        "model.base_channels=4,8",
+        "trainer.max_epochs=1",
+        "~callbacks.sample_grid",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    finish(start_training(args, cwd=tmp_path))
     runs = sorted(r for r in (tmp_path / "sweep").iterdir() if r.is_dir())
     assert [r.name for r in runs] == ["0", "1"]
     for run, width in zip(runs, [4, 8], strict=True):
         assert (run / "checkpoints" / "last.ckpt").is_file()
         ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert ckpt["hyper_parameters"]["net"]["base_channels"] == width
-
-
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_sync_metrics_and_only_rank_zero_writes(tmp_path):
-    run_dir = tmp_path / "run"
-    tiny = [o for o in TINY if not o.startswith(("trainer=", "+trainer.limit_val_batches"))]
-    run_cli(
-        [
-            *tiny,
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "+trainer.limit_val_batches=2",
-            "trainer.max_epochs=2",
-            "data.batch_size=32",
-            "+callbacks.probe._target_=ddp_probe.RankProbe",
-            f"+callbacks.probe.out_dir={run_dir}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-    )
-    probes = [json.loads((run_dir / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
-    # each rank saw different validation images...
-    assert probes[0]["local_val_losses"] != probes[1]["local_val_losses"]
-    # ...yet both report the same val/loss: the mean over both ranks' batches
-    assert probes[0]["val/loss"] == pytest.approx(probes[1]["val/loss"], rel=1e-6)
-    pooled = probes[0]["local_val_losses"] + probes[1]["local_val_losses"]
-    assert probes[0]["val/loss"] == pytest.approx(sum(pooled) / len(pooled), rel=1e-5)
-    # rank 0 alone writes: one line per epoch, one metrics file, one set of checkpoints
-    lines = (run_dir / "accuracy_log.txt").read_text(encoding="utf-8").splitlines()
-    assert [line.split(" : ")[0] for line in lines] == ["Epoch#0", "Epoch#1"]
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
-    assert (run_dir / "samples" / "final.png").is_file()
