@@ -4,6 +4,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lit.run_dir import RunDir  # noqa: F401  (registers the ${run_file:...} resolver)
 from diffusion_lit.spec import SPEC_VERSION, kind_of
 
 

@@ -136,6 +136,8 @@ class ImageDataModule(L.LightningDataModule):
             shuffle=True,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # set by L.seed_everything
         )
+        # not trainer.current_epoch (the completed count, one behind after a mid-epoch resume):
+        # the public API has no "epoch being trained", so this is the value fit_loop passes
         sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer else 0)
         return self._loader(self.train_set, sampler)
 

@@ -24,6 +24,7 @@ from diffusion_lit.evaluation import (
     train_classifier,
 )
 from diffusion_lit.pipeline import TextToImage, save_grid
+from diffusion_lit.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ def default_out_dir(cfg: DictConfig) -> Path:
     ckpt = Path(cfg.ckpt_path)
     raw = "" if cfg.use_ema else "-raw"
     spacing = "" if cfg.timestep_spacing == "linspace" else f"-{cfg.timestep_spacing}"
-    name = f"eval-{ckpt.stem}-{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{raw}"
-    return ckpt.parent / name
+    return RunDir.evaluation_dir(
+        ckpt, f"{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{raw}"
+    )
 
 
 def to_rgb01(x: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,7 @@ from diffusion_lit.artifacts import module_from_checkpoint, read_checkpoint, sav
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.pipeline import write_class_grid
-from diffusion_lit.resume import run_dir_of
-from diffusion_lit.run_dir import read_config, read_newest_eval, summarize
+from diffusion_lit.run_dir import RunDir, read_config, read_newest_eval, summarize
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,10 @@ def replace_dir(new: Path, target: Path) -> None:
 def sample_grid(module: DiffusionModule, ckpt_path: Path, path: Path, steps: int) -> str:
     """The model card's picture: the checkpoint's evaluation grid or the run's final sample
     grid when there is one, else a fresh grid (4 per class, ``steps`` DDPM steps)."""
-    run_dir = run_dir_of(ckpt_path)
+    run = RunDir.of_checkpoint(ckpt_path)
     found = [
-        *sorted(ckpt_path.parent.glob(f"eval-{ckpt_path.stem}-*/grid.png")),
-        *([run_dir / "samples" / "final.png"] if run_dir else []),
+        *(d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)),
+        *([run.final_grid] if run else []),
     ]
     existing = [p for p in found if p.is_file()]
     if existing:
@@ -127,7 +126,7 @@ def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str
             f"{n}: {', '.join(p)}" for n, p in zip(hp.class_names, hp.class_prompts, strict=True)
         ),  # fmt: skip
         "",
-        *training_section(run_dir_of(ckpt_path), ckpt_path),
+        *training_section(RunDir.of_checkpoint(ckpt_path), ckpt_path),
         "## Samples",
         "",
         f"A row per class prompt ({grid}):",
@@ -138,12 +137,12 @@ def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str
     return "\n".join(lines)
 
 
-def training_section(run_dir: Path | None, ckpt_path: Path) -> list[str]:
+def training_section(run_dir: RunDir | None, ckpt_path: Path) -> list[str]:
     """Dataset, metrics and config of the run that wrote the checkpoint, where they are known."""
     if run_dir is None:
         return ["## Training", "", "The checkpoint is not inside a run directory.", ""]
-    run, cfg = summarize(run_dir), read_config(run_dir)
-    lines = ["## Training", "", f"Run `{run_dir}` ({run.date}): data {run.data or '?'}."]
+    run, cfg = summarize(run_dir.path), read_config(run_dir.path)
+    lines = ["## Training", "", f"Run `{run_dir.path}` ({run.date}): data {run.data or '?'}."]
     if run.last_accuracy is not None:
         lines.append(
             f"{run.epochs} epochs in `accuracy_log.txt`; last pseudo-accuracy "
@@ -151,7 +150,7 @@ def training_section(run_dir: Path | None, ckpt_path: Path) -> list[str]:
         )
     if run.best_val_loss is not None:
         lines.append(f"Best val/loss (noise MSE) {run.best_val_loss:.4f}.")
-    evaluation = read_newest_eval(run_dir, ckpt_path.stem)
+    evaluation = read_newest_eval(run_dir.path, ckpt_path.stem)
     if evaluation:
         name, r = evaluation
         lines += [

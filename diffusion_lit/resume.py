@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from diffusion_lit.errors import UserError
+from diffusion_lit.run_dir import RunDir
 
 LAST = "last"
 
@@ -24,7 +25,7 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | Non
     if ckpt_path is None:
         return None
     if str(ckpt_path) == LAST:
-        found = sorted(Path(output_dir).glob("**/checkpoints/last.ckpt"), key=_mtime)
+        found = sorted(Path(output_dir).glob(f"**/{RunDir.LAST_CHECKPOINT}"), key=_mtime)
         if not found:
             raise UserError(
                 f"ckpt_path=last: no run under {output_dir}/ has checkpoints/last.ckpt; train "
@@ -44,24 +45,19 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def run_dir_of(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint was written in (``<run>/checkpoints/x.ckpt``), if any."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-
-
 def _resume_run_dir(ckpt_path: str | None, output_dir: str, new_dir: str) -> str:
     """Hydra's run dir: the resumed run's own directory, else a new one."""
     try:
         checkpoint = find_checkpoint(ckpt_path, output_dir)
     except UserError:
         return new_dir  # train() reports it, with Hydra's logging set up
-    run_dir = checkpoint and run_dir_of(checkpoint)
-    return str(run_dir) if run_dir else new_dir
+    run = checkpoint and RunDir.of_checkpoint(checkpoint)
+    return str(run.path) if run else new_dir
 
 
 def _config_subdir(ckpt_path: str | None, now: str) -> str:
     """Where Hydra saves the composed config: a resumed run keeps its original ``.hydra/``."""
-    return ".hydra" if ckpt_path is None else f".hydra/resume-{now}"
+    return RunDir.CONFIG_DIR if ckpt_path is None else f"{RunDir.CONFIG_DIR}/resume-{now}"
 
 
 OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
@@ -86,8 +82,8 @@ def check_same_model(checkpoint: Path, saved: dict, spec: dict) -> None:
             f"({saved['class_names'][:3]}…), {len(spec['class_prompts'])} now"
         )
     if differences:
-        run_dir = run_dir_of(checkpoint)
-        hint = f" (listed in {run_dir}/.hydra/overrides.yaml)" if run_dir else ""
+        run = RunDir.of_checkpoint(checkpoint)
+        hint = f" (listed in {run.overrides})" if run else ""
         raise UserError(
             f"{checkpoint} holds another model than this configuration: "
             f"{'; '.join(differences[:4])}. Resume with the run's own overrides{hint}."
@@ -125,13 +121,14 @@ def continue_csv_log(logger, global_step: int) -> None:
         out.writerows(rows)
     tmp.replace(path)
     # the writer knows no columns yet: without this it would rewrite the file with only the
-    # first new row's columns
+    # first new row's columns. CSVLogger has no public way to continue a file (its writer
+    # always starts afresh), so this sets the writer's own column list.
     writer.metrics_keys = sorted(header)
 
 
 def wandb_run_id(run_dir: str | Path) -> str:
     """The wandb run id of a run directory, created on its first start and reused on resume."""
-    path = Path(run_dir) / "wandb_id.txt"
+    path = RunDir(run_dir).wandb_id
     if path.is_file():
         return path.read_text().strip()
     run_id = secrets.token_hex(4)

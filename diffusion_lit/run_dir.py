@@ -1,6 +1,7 @@
-"""Reading a training run directory: its config, accuracy log, metrics, evaluations and
-checkpoints, and finding the runs under a folder. Missing or unreadable files read as None or
-empty, so one damaged run never hides the others."""
+"""A training run directory: :class:`RunDir`, the one place that knows where a run keeps its
+files (the training configs name them through the ``${run_file:...}`` resolver); reading its
+config, accuracy log, metrics, evaluations and checkpoints; finding the runs under a folder.
+Missing or unreadable files read as None or empty, so one damaged run never hides the others."""
 
 import csv
 import json
@@ -14,6 +15,68 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.errors import UserError
+
+
+class RunDir:
+    """Where a run keeps its files::
+
+    <run>/.hydra/config.yaml              the composed config (overrides.yaml beside it)
+    <run>/checkpoints/last.ckpt           the newest state; best-epochNNN.ckpt the best
+    <run>/checkpoints/eval-<ckpt>-<settings>/   evaluations of a checkpoint
+    <run>/accuracy_log.txt                the seed's per-epoch pseudo-accuracy
+    <run>/logs/metrics.csv                the CSV logger's metrics
+    <run>/samples/epoch_NNN.png, final.png   sample grids
+    <run>/curves.png                      training curves
+    <run>/wandb_id.txt                    the wandb run id, kept for resuming
+    """
+
+    CONFIG_DIR = ".hydra"
+    LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / self.CONFIG_DIR / "config.yaml")
+    overrides = property(lambda self: self.path / self.CONFIG_DIR / "overrides.yaml")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last_checkpoint = property(lambda self: self.path / self.LAST_CHECKPOINT)
+    accuracy_log = property(lambda self: self.path / "accuracy_log.txt")
+    logs = property(lambda self: self.path / "logs")
+    metrics = property(lambda self: self.logs / "metrics.csv")
+    samples = property(lambda self: self.path / "samples")
+    final_grid = property(lambda self: self.samples / "final.png")
+    curves = property(lambda self: self.path / "curves.png")
+    wandb_id = property(lambda self: self.path / "wandb_id.txt")
+
+    @staticmethod
+    def evaluation_dir(checkpoint: Path, settings: str) -> Path:
+        """Where an evaluation of ``checkpoint`` with ``settings`` goes: next to it."""
+        return checkpoint.parent / f"eval-{checkpoint.stem}-{settings}"
+
+    @classmethod
+    def evaluation_dirs(cls, checkpoint: Path) -> list[Path]:
+        """The evaluations of ``checkpoint`` (``*.ckpt``: of every checkpoint in its folder)."""
+        pattern = cls.evaluation_dir(checkpoint, "*")
+        return sorted(pattern.parent.glob(pattern.name))
+
+    def evaluations(self, checkpoint: str = "*") -> list[Path]:
+        """The evaluation folders of this run's checkpoint (by file stem; of any by default)."""
+        return self.evaluation_dirs(self.checkpoints / f"{checkpoint}.ckpt")
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path) -> "RunDir | None":
+        """The run a checkpoint was written in (``<run>/checkpoints/x.ckpt``), if any."""
+        inside = checkpoint.parent.name == Path(cls.LAST_CHECKPOINT).parent.name
+        return cls(checkpoint.parent.parent) if inside else None
+
+
+def _run_file(name: str, *, _root_) -> str:
+    """``${run_file:checkpoints}`` in a training config: that file or folder of this run."""
+    return str(getattr(RunDir(_root_.paths.run_dir), name))
+
+
+OmegaConf.register_new_resolver("run_file", _run_file, replace=True)
+
 
 ACCURACY_LINE = re.compile(r"Epoch#(\d+)\s*:\s*Accuracy\s*≈\s*(\S+)")
 RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")  # hydra's run and sweep dir names
@@ -37,7 +100,7 @@ class Run:
 
 
 def read_config(run_dir: Path) -> DictConfig | None:
-    path = run_dir / ".hydra" / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         return None
     try:
@@ -50,7 +113,7 @@ def read_config(run_dir: Path) -> DictConfig | None:
 def read_accuracy_log(run_dir: Path) -> list[tuple[int, float]]:
     """``(epoch, pseudo-accuracy)`` per line of accuracy_log.txt, in file order."""
     try:
-        text = (run_dir / "accuracy_log.txt").read_text(encoding="utf-8", errors="replace")
+        text = RunDir(run_dir).accuracy_log.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
     lines = (ACCURACY_LINE.match(line.strip()) for line in text.splitlines())
@@ -60,7 +123,7 @@ def read_accuracy_log(run_dir: Path) -> list[tuple[int, float]]:
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     """The rows of the CSVLogger's logs/metrics.csv (a metric not logged in a row is '')."""
     try:
-        with (run_dir / "logs" / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        with RunDir(run_dir).metrics.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     except (OSError, csv.Error, UnicodeDecodeError):
         return []
@@ -68,10 +131,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def read_newest_eval(run_dir: Path, checkpoint: str = "*") -> tuple[str, dict] | None:
     """The folder name and contents of the newest readable evaluation of a checkpoint (by file
-    stem; any by default): ``checkpoints/eval-<stem>-*/eval.json``."""
-    files = sorted(
-        run_dir.glob(f"checkpoints/eval-{checkpoint}-*/eval.json"), key=lambda p: p.stat().st_mtime
-    )
+    stem; any by default)."""
+    files = [d / "eval.json" for d in RunDir(run_dir).evaluations(checkpoint)]
+    files = sorted((f for f in files if f.is_file()), key=lambda p: p.stat().st_mtime)
     for path in reversed(files):
         try:
             return path.parent.name, json.loads(path.read_text(encoding="utf-8"))
@@ -84,7 +146,7 @@ def run_date(run_dir: Path) -> str:
     for name in (run_dir.name, run_dir.parent.name):  # <date_time>/ or <date_time>/<job number>/
         if RUN_DATE.fullmatch(name):
             return datetime.strptime(name, "%Y-%m-%d_%H-%M-%S").isoformat(" ")
-    config = run_dir / ".hydra" / "config.yaml"  # written once, when the run starts
+    config = RunDir(run_dir).config  # written once, when the run starts
     mtime = (config if config.is_file() else run_dir).stat().st_mtime
     return datetime.fromtimestamp(mtime).isoformat(" ", timespec="seconds")
 
@@ -122,7 +184,7 @@ def summarize(run_dir: Path) -> Run:
         eval=name,
         eval_accuracy=to_float(result.get("conditional_accuracy")),
         eval_fid=to_float(result.get("fid")),
-        checkpoints=sorted(p.name for p in run_dir.glob("checkpoints/*.ckpt")),
+        checkpoints=sorted(p.name for p in RunDir(run_dir).checkpoints.glob("*.ckpt")),
     )
 
 
@@ -139,7 +201,8 @@ def to_float(value) -> float | None:
 
 
 def is_run(path: Path) -> bool:
-    if (path / "checkpoints").is_dir() or (path / "accuracy_log.txt").is_file():
+    run = RunDir(path)
+    if run.checkpoints.is_dir() or run.accuracy_log.is_file():
         return True
     cfg = read_config(path)  # evaluate and sample runs have a .hydra too, but no trainer
     return cfg is not None and "trainer" in cfg

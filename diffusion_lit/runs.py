@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.errors import UserError, report_user_errors
-from diffusion_lit.run_dir import Run, find_runs, read_config, summarize, to_float
+from diffusion_lit.run_dir import Run, RunDir, find_runs, read_config, summarize, to_float
 
 # Lightning names a second "last" in the same folder last-v1.ckpt: it is as much the last one
 LAST = re.compile(r"last(-v\d+)?\.ckpt")
@@ -127,7 +127,8 @@ def scored_checkpoint(path: Path) -> Checkpoint:
     ckpt = Checkpoint(path, step=step if isinstance(step, int) else -1)
     for key, callback in (state.get("callbacks") or {}).items():
         # several ModelCheckpoints may save into a run (e.g. one every N steps); the ranking one
-        # is the one with a monitor, and its mode is only in the key
+        # is the one with a monitor, and its mode is only in the key (ModelCheckpoint.state_key,
+        # a repr of its settings: a checkpoint read without the callback has nothing else)
         monitor = callback.get("monitor") if isinstance(callback, dict) else None
         if key.startswith("ModelCheckpoint") and monitor:
             mode = re.search(r"'mode': '(min|max)'", key)
@@ -158,7 +159,7 @@ def rank(ckpts: list[Checkpoint]) -> list[Checkpoint]:
 def prune_plan(run_dir: Path, keep: int) -> tuple[list[Checkpoint], list[Checkpoint]]:
     """(kept, deleted): the ``keep`` best-scored checkpoints are kept, and last.ckpt (with what
     it links to, for save_last="link") and unreadable files whatever their score."""
-    files = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    files = sorted(RunDir(run_dir).checkpoints.glob("*.ckpt"))
     pinned = {p.resolve() for p in files if LAST.fullmatch(p.name)}
     kept = [
         Checkpoint(p, note="last" if LAST.fullmatch(p.name) else "what last.ckpt links to")
