@@ -18,7 +18,7 @@ from diffusion_lit.train import train
 SEED_SIZE = [
     "trainer=gpu", "data=digits", "data.image_size=56", "data.channels=3", "data.batch_size=128",
     "model.base_channels=64", "model.time_dim=128", "trainer.max_epochs=-1",
-    "+trainer.max_steps=300", "+trainer.enable_progress_bar=false",
+    "trainer.max_steps=300", "trainer.enable_progress_bar=false",
     "callbacks.sample_grid.every_n_epochs=0", "~logger",
 ]  # fmt: skip
 VARIANTS = {  # name: overrides

@@ -35,8 +35,8 @@ STEPS, WARMUP = (4, 1) if SMOKE else (12, 3)
 COMMON = ["data=digits", "data.num_workers=0", "trainer=cpu" if CPU else "trainer=gpu",
           "trainer.precision=32", "~logger", "~callbacks.sample_grid", "~callbacks.curves",
           "~callbacks.model_checkpoint", "~callbacks.last_checkpoint", "~callbacks.step_checkpoint",
-          "trainer.max_epochs=-1", f"+trainer.max_steps={STEPS}", "+trainer.limit_val_batches=0",
-          "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]  # fmt: skip
+          "trainer.max_epochs=-1", f"trainer.max_steps={STEPS}", "trainer.limit_val_batches=0",
+          "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
 
 
 def lightning_img_per_s(overrides: list[str], run_dir) -> float:

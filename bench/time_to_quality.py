@@ -23,7 +23,7 @@ from diffusion_lit.train import train
 TARGET = 0.9
 SMOKE_OVERRIDES = [
     "data.image_size=8", "model.base_channels=4", "model.time_dim=8", "schedule.timesteps=20",
-    "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.enable_progress_bar=false",
+    "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
 ]  # fmt: skip
 
 

@@ -130,6 +130,15 @@ def save_export(module: DiffusionModule, out_dir: Path, extra: dict) -> None:
     save_file(prompts, out_dir / PROMPTS, metadata={"format": EXPORT_FORMAT})
 
 
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a folder written by :func:`save_export` (by its config's format)."""
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == EXPORT_FORMAT
+
+
 def _load_export(path: Path) -> DiffusionModule:
     files = [path / name for name in (CONFIG, WEIGHTS, PROMPTS)]
     if not all(f.is_file() for f in files):

@@ -53,7 +53,7 @@ class ImageDataModule(L.LightningDataModule):
         dataset: Callable[..., Dataset],
         image_size: int,
         channels: int,
-        prompt_templates: list[str],
+        prompt_templates: list[str] | str,
         val_fraction: float = 0.1,
         batch_size: int = 128,
         num_workers: int = 2,
@@ -68,7 +68,10 @@ class ImageDataModule(L.LightningDataModule):
             raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
         self.dataset = partial(dataset, **dataset_kwargs)
         self.image_size, self.channels, self.hflip = image_size, channels, hflip
-        self.prompt_templates = list(prompt_templates)
+        # one template given as a string is a one-item list, not a list of its characters
+        self.prompt_templates = (
+            [prompt_templates] if isinstance(prompt_templates, str) else list(prompt_templates)
+        )
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import Subset
 
+from diffusion_lit import checks
 from diffusion_lit.config import build
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.evaluation import (
@@ -80,8 +81,25 @@ def standard_metrics(cfg: DictConfig, real: torch.Tensor, fake: torch.Tensor, pr
     return result | ({"notes": notes} if notes else {})
 
 
+def check(cfg: DictConfig) -> None:
+    """The evaluate CLI's values (see :mod:`diffusion_lit.checks`)."""
+    checks.sampling(cfg)
+    checks.data(cfg)
+    checks.flag(cfg, "train_classifier")
+    checks.path(cfg, "classifier.dir")
+    checks.integer(cfg, "classifier.epochs", 1, 10_000)
+    checks.integer(cfg, "classifier.batch_size", 1, 1_000_000)
+    checks.real(cfg, "classifier.lr", 0, 10, above=True)
+    checks.integer(cfg, "images_per_class", 1, 100_000)
+    checks.out_dir(cfg, optional=True)
+    checks.model_path(cfg, "inception_weights", optional=True)
+    if checks.value(cfg, "clip_model") is not None:
+        checks.path(cfg, "clip_model")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Returns the evaluation (or, with no checkpoint, the judge's held-out accuracy)."""
+    check(cfg)
     pipe = None
     if cfg.ckpt_path:
         pipe = TextToImage.from_checkpoint(cfg.ckpt_path, cfg.device, use_ema=cfg.use_ema)

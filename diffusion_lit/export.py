@@ -14,7 +14,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lit.artifacts import module_from_checkpoint, read_checkpoint, save_export
+from diffusion_lit import checks
+from diffusion_lit.artifacts import is_export, module_from_checkpoint, read_checkpoint, save_export
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.pipeline import write_class_grid
@@ -29,13 +30,20 @@ def default_out_dir(ckpt_path: Path, use_ema: bool) -> Path:
 
 def export(cfg: DictConfig) -> Path:
     """Writes the export folder (built aside, then renamed into place); returns its path."""
-    ckpt_path = Path(cfg.ckpt_path)
-    ckpt = read_checkpoint(ckpt_path)
-    module = module_from_checkpoint(ckpt, cfg.use_ema, ckpt_path)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(ckpt_path, cfg.use_ema)
-    if out_dir.exists() and not cfg.overwrite:
+    ckpt_path = checks.checkpoint_file(cfg)
+    use_ema, overwrite = checks.flag(cfg, "use_ema"), checks.flag(cfg, "overwrite")
+    grid_steps = checks.integer(cfg, "grid_steps", 1, 100_000)
+    out_dir = checks.out_dir(cfg, optional=True) or default_out_dir(ckpt_path, use_ema)
+    if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists: pass overwrite=true or another out_dir=.")
-    weights = "EMA" if cfg.use_ema and "current_model_state" in ckpt else "trained (raw)"
+    if out_dir.exists() and not is_export(out_dir):
+        raise UserError(
+            f"{out_dir} exists and is not a diffusion_lit export: overwrite=true replaces only "
+            "an export folder; pass another out_dir=."
+        )
+    ckpt = read_checkpoint(ckpt_path)
+    module = module_from_checkpoint(ckpt, use_ema, ckpt_path)
+    weights = "EMA" if use_ema and "current_model_state" in ckpt else "trained (raw)"
     source = {
         "checkpoint": str(ckpt_path),
         "epochs": ckpt["epoch"] + 1,
@@ -48,7 +56,7 @@ def export(cfg: DictConfig) -> Path:
             staged = Path(tmp) / out_dir.name
             staged.mkdir()
             save_export(module, staged, {"source": source})
-            grid = sample_grid(module, ckpt_path, staged / "grid.png", cfg.grid_steps)
+            grid = sample_grid(module, ckpt_path, staged / "grid.png", grid_steps)
             (staged / "README.md").write_text(model_card(module, ckpt_path, source, grid))
             for file in staged.iterdir():
                 file.chmod(0o644)  # safetensors writes owner-only files; exports are shared

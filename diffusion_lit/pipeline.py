@@ -1,5 +1,6 @@
 """The Python sampling API: load a checkpoint once, turn prompts into images."""
 
+import math
 import re
 from pathlib import Path
 
@@ -93,6 +94,8 @@ class TextToImage:
             raise UserError("The prompt list is empty: give at least one prompt.")
         if num_images < 1:
             raise UserError(f"num_images must be at least 1, got {num_images}.")
+        if not math.isfinite(guidance_scale):
+            raise UserError(f"guidance_scale must be a finite number, got {guidance_scale}.")
         text = self.embed(prompts).map(lambda z: z.repeat_interleave(num_images, dim=0))
         generator = torch.Generator().manual_seed(seed)
         chunks = [

@@ -232,8 +232,15 @@ def prune_runs(args: argparse.Namespace) -> None:
         print(f"Deleted {len(doomed)} checkpoints ({size}).")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's mistakes (an unknown command, ``--keep x``) as the other CLIs report them."""
+
+    def error(self, message: str):
+        raise UserError(f"{message}; see python -m diffusion_lit.runs --help.")
+
+
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="python -m diffusion_lit.runs", description="List, compare and prune training runs."
     )
     commands = cli.add_subparsers(required=True, metavar="COMMAND")

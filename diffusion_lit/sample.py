@@ -6,6 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from diffusion_lit import checks
 from diffusion_lit.errors import report_user_errors
 from diffusion_lit.pipeline import TextToImage
 
@@ -14,8 +15,13 @@ log = logging.getLogger(__name__)
 
 def sample(cfg: DictConfig) -> Path:
     """Writes ``<out_dir>/<slug>/NNN.png`` per prompt and ``<out_dir>/grid.png``; returns grid."""
+    checks.model_path(cfg, "ckpt_path")
+    checks.sampling(cfg)
+    checks.integer(cfg, "num_images", 1, 100_000)
+    checks.out_dir(cfg)
+    prompts = checks.texts(cfg, "prompts", optional=True)
     pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device, use_ema=cfg.use_ema)
-    prompts = pipe.class_prompts if cfg.prompts is None else list(cfg.prompts)
+    prompts = prompts or pipe.class_prompts
     images = pipe(
         prompts,
         num_images=cfg.num_images,

@@ -10,14 +10,22 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from diffusion_lit import checks
 from diffusion_lit.artifacts import read_checkpoint
 from diffusion_lit.config import build, model_spec
-from diffusion_lit.errors import UserError, report_user_errors
+from diffusion_lit.errors import UserError, first_line, report_user_errors
 from diffusion_lit.module import DiffusionModule
-from diffusion_lit.resume import check_same_model, continue_csv_log, find_checkpoint, wandb_run_id
+from diffusion_lit.resume import (
+    LAST,
+    check_same_model,
+    continue_csv_log,
+    find_checkpoint,
+    wandb_run_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +54,42 @@ def _setup_wandb(cfg: DictConfig) -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
+def check(cfg: DictConfig) -> None:
+    """The training CLI's main values (see :mod:`diffusion_lit.checks`); the Trainer checks its
+    own arguments, and the model classes theirs, before any work."""
+    checks.integer(cfg, "seed", 0, checks.MAX_SEED)
+    if checks.value(cfg, "ckpt_path") not in (None, LAST):
+        checks.checkpoint_file(cfg)
+    checks.flag(cfg, "channels_last")
+    checks.flag(cfg, "compile")
+    checks.data(cfg)
+    checks.integer(cfg, "model.base_channels", 1, 1024)
+    checks.integer(cfg, "model.time_dim", 2, 4096)
+    checks.real(cfg, "model.cond_drop_prob", 0, 1)
+    checks.integer(cfg, "schedule.timesteps", 2, 100_000)
+    checks.one_of(cfg, "schedule.kind", ["linear", "cosine"])
+    for key in ("beta_start", "beta_end", "cosine_s"):
+        checks.real(cfg, f"schedule.{key}", 0, 1, above=True)
+    checks.real(cfg, "optimizer.lr", 0, None, above=True)
+    checks.integer(cfg, "trainer.max_epochs", -1, 10**9, optional=True)
+
+
+def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+    """The configured Trainer; a value it refuses (an accelerator this machine lacks, a
+    precision it does not know) is a one-line error naming it."""
+    try:
+        return build(cfg.trainer, **kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise UserError(
+            f"The trainer refuses its settings: {first_line(err)}. Fix the trainer.* value it "
+            "names (e.g. trainer=cpu on a machine without a GPU)."
+        ) from err
+
+
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict]:
     """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run),
     resuming from ``cfg.ckpt_path`` when set; returns the final metrics and the objects built."""
+    check(cfg)
     checkpoint = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
     resumed = read_checkpoint(checkpoint, mmap=True) if checkpoint else None
     L.seed_everything(cfg.seed, workers=True)
@@ -73,7 +114,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks += extra_callbacks or []
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         if resumed and isinstance(logger, CSVLogger) and trainer.is_global_zero:
             continue_csv_log(logger, resumed["global_step"])

@@ -1,5 +1,6 @@
 """Every config option composes, interpolates consistently and instantiates."""
 
+import inspect
 from pathlib import Path
 
 import lightning as L
@@ -45,6 +46,18 @@ def test_trainer_options_compose(trainer, tmp_path):
         over = {"accelerator": "cpu"} if trainer == "ddp" else {}
         trainer_obj = instantiate(cfg.trainer, logger=False, enable_progress_bar=False, **over)
         assert isinstance(trainer_obj, L.Trainer)
+
+
+def test_every_trainer_argument_is_a_plain_override(tmp_path):
+    """conf/trainer/default.yaml lists each Trainer argument (callbacks and logger come from
+    their groups), so trainer.<arg>=... works without Hydra's + and Lightning's new arguments
+    show up here."""
+    arguments = set(inspect.signature(L.Trainer.__init__).parameters)
+    assert set(compose_train([], run_dir=tmp_path).trainer) == arguments - {
+        "self", "callbacks", "logger"
+    } | {"_target_"}  # fmt: skip
+    cfg = compose_train(["trainer.limit_train_batches=3", "trainer.fast_dev_run=true"])
+    assert cfg.trainer.limit_train_batches == 3 and cfg.trainer.fast_dev_run is True
 
 
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])

@@ -12,11 +12,11 @@ from conftest import TINY, finish, kill_when_written, start_training
 
 # TINY on two processes; a validation batch each
 DDP = [
-    *(o for o in TINY if not o.startswith(("trainer=", "+trainer.limit_val_batches"))),
+    *(o for o in TINY if not o.startswith(("trainer=", "trainer.limit_val_batches"))),
     "trainer=ddp",
     "trainer.accelerator=cpu",
     "trainer.devices=2",
-    "+trainer.limit_val_batches=2",
+    "trainer.limit_val_batches=2",
 ]
 
 
@@ -58,7 +58,7 @@ def test_ddp_sigkill_mid_epoch_then_resume_logs_what_an_uninterrupted_run_logs(t
     total, so the resumed epoch's train/loss and pseudo-accuracy are the uninterrupted ones."""
     # 1,617 digits, 256 per rank and step: 4 steps per epoch, a checkpoint every 3 steps
     run = [
-        *(o for o in DDP if not o.startswith(("data.batch_size", "+trainer.limit_train"))),
+        *(o for o in DDP if not o.startswith(("data.batch_size", "trainer.limit_train"))),
         "data.batch_size=512",
         "trainer.max_epochs=2",
         "callbacks.step_checkpoint.every_n_train_steps=3",

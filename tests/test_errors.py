@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_lit import sample, train
+from diffusion_lit import pipeline, sample, train
 from diffusion_lit.data import FlowerFolder
 
 from conftest import CONF_DIR, TINY, assert_one_line
@@ -101,10 +101,19 @@ def test_sampling_bad_input(trained_run, tmp_path, monkeypatch, run_cli):
     ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
     base = [f"ckpt_path={ckpt}", "steps=2", "num_images=1", "device=cpu"]
     status, stderr = run_cli(sample.main, [*base, "prompts=[]"])
-    assert_one_line(status, stderr, "prompt list is empty")
+    assert_one_line(status, stderr, "prompts=[] is not a list of non-empty texts")
     (tmp_path / "file").write_text("")
     status, stderr = run_cli(sample.main, [*base, f"out_dir={tmp_path}/file/x"])
-    assert_one_line(status, stderr, "Cannot write images", "out_dir=")
+    assert_one_line(status, stderr, "cannot be a folder", "file is a file")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pipeline, "save_image", disk_full)
+    status, stderr = run_cli(sample.main, [*base, f"out_dir={tmp_path}/out"])
+    assert_one_line(status, stderr, "Cannot write images", "No space left", "out_dir=")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     status, stderr = run_cli(sample.main, [f"ckpt_path={foreign}"])
@@ -128,3 +137,72 @@ def test_flower_images_of_any_mode_load_as_rgb(tmp_path, mode, color, suffix):
     Image.new(mode, (10, 12), color).save(root / f"aster_0.{suffix}")
     image, label = FlowerFolder(root)[0]
     assert image.mode == "RGB" and image.size == (10, 12) and label == 0
+
+
+# the mistakes of issue 15, each through its command line
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["ckpt_path={empty}"], ["empty file (0 bytes)"]),
+        (["guidance_scale=nan"], ["guidance_scale=nan is not a finite number"]),
+        (["device=cuda"], ["device='cuda' names a CUDA GPU", "device=cpu"]),
+        (["num_images=0"], ["num_images=0 is not an integer from 1"]),
+        (["steps=1"], ["visits only t=0", "timestep_spacing=trailing"]),
+    ],
+    ids=["zero-byte-ckpt", "nan-guidance", "cuda-without-gpu", "no-images", "one-step"],
+)
+def test_sampling_values_are_checked_first(
+    trained_run, tmp_path, monkeypatch, run_cli, args, fragments
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
+    base = [f"ckpt_path={ckpt}", "steps=2", "num_images=1", f"out_dir={tmp_path}/out"]
+    args = [a.format(empty=tmp_path / "empty.ckpt") for a in args]
+    assert_one_line(*run_cli(sample.main, [*base, *args]), *fragments)
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_one_prompt_as_a_string_is_a_one_prompt_list(trained_run, tmp_path, run_cli):
+    ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
+    args = [f"ckpt_path={ckpt}", "prompts=Draw a six", "steps=2", "num_images=2",
+            f"out_dir={tmp_path}/out", "device=cpu"]  # fmt: skip
+    status, _ = run_cli(sample.main, args)
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["draw_a_six", "grid.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["data.batch_size=0"], ["data.batch_size=0 is not an integer from 1"]),
+        (["optimizer.lr=-0.001"], ["optimizer.lr=-0.001 is not a finite number > 0"]),
+        (["trainer.accelerator=gpu"], ["The trainer refuses its settings", "trainer."]),
+        (["data.prompt_templates='Draw a {nom}'"], ["{name} or {Name}"]),
+        (["seed=-1"], ["seed=-1 is not an integer"]),
+    ],
+    ids=["batch-size-0", "negative-lr", "gpu-without-gpu", "bad-template", "negative-seed"],
+)
+def test_training_values_are_checked_first(tmp_path, monkeypatch, run_cli, args, fragments):
+    monkeypatch.chdir(tmp_path)
+    status, stderr = run_cli(train.main, [*TINY, f"hydra.run.dir={tmp_path}/run", *args])
+    assert_one_line(status, stderr, *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unreadable_flowers_with_loader_workers_is_one_line(tmp_path, monkeypatch, run_cli):
+    """Found in the main process at start-up, not as a worker's wrapped traceback."""
+    monkeypatch.chdir(tmp_path)
+    root = flowers(tmp_path, ["a_0.jpg", "b_0.jpg"], b"\xff\xd8 garbage")
+    args = [*TINY, "data=flowers", f"data.root={root}", "data.num_workers=2"]
+    assert_one_line(*run_cli(train.main, args), "None of the 2 images", "data.root")
+
+
+def test_any_trainer_argument_is_a_plain_override(tmp_path, monkeypatch, run_cli):
+    monkeypatch.chdir(tmp_path)
+    args = [*TINY, "trainer.limit_train_batches=3", "trainer.fast_dev_run=true",
+            f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
+    status, stderr = run_cli(train.main, args)
+    assert status == 0, stderr[-2000:]

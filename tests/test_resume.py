@@ -21,7 +21,7 @@ from conftest import start_training as start
 # 1,617 training digits in batches of 512: 4 steps per epoch, a checkpoint every 3 steps (the
 # first one mid-epoch), 3 epochs.
 RUN = [
-    *(o for o in TINY if not o.startswith(("data.batch_size", "+trainer.limit_train_batches"))),
+    *(o for o in TINY if not o.startswith(("data.batch_size", "trainer.limit_train_batches"))),
     "data.batch_size=512",
     "trainer.max_epochs=3",
     "callbacks.step_checkpoint.every_n_train_steps=3",

@@ -41,6 +41,12 @@ class FlowerFolder(Dataset):
         self.classes = sorted(set(names))
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.targets = [self.class_to_idx[name] for name in names]
+        # fail here, in the main process and before any work, rather than in a loader worker
+        if not any(self._open(i) is not None for i in range(len(self.files))):
+            raise UserError(
+                f"None of the {len(self.files)} images in {self.root} can be read: set data.root "
+                "to a folder of readable <class>_<index>.jpg files."
+            )
 
     @staticmethod
     def class_of(path: Path) -> str:
@@ -55,16 +61,18 @@ class FlowerFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def _open(self, i: int) -> Image.Image | None:
+        """File ``i`` as RGB, or None (with a warning naming it) when it cannot be decoded."""
+        try:
+            with Image.open(self.files[i]) as img:
+                return img.convert("RGB")
+        except OSError as err:  # PIL's UnidentifiedImageError and truncated files
+            log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
+            return None
+
     def __getitem__(self, index: int):
         for offset in range(len(self.files)):
             i = (index + offset) % len(self.files)
-            try:
-                with Image.open(self.files[i]) as img:
-                    image = img.convert("RGB")
-            except OSError as err:  # PIL's UnidentifiedImageError and truncated files
-                log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            return image, self.targets[i]
+            if (image := self._open(i)) is not None:
+                return (image if self.transform is None else self.transform(image)), self.targets[i]
         raise UserError(f"None of the {len(self.files)} images in {self.root} can be read.")
