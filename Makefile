@@ -29,7 +29,6 @@ sample: $(STAMP)
 
 evaluate: $(STAMP)
 	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }
-	test -f outputs/classifiers/Digits_16px_1ch.safetensors || $(BIN)/python -m diffusion_lit.evaluate train_classifier=true data=digits data.image_size=16
 	$(BIN)/python -m diffusion_lit.evaluate ckpt_path=$(CKPT) data=digits $(ARGS)
 
 # the benchmarks; each appends its table to bench/RESULTS.md (sampling needs a quickstart run)

@@ -1,6 +1,6 @@
 """Evaluation entry point: ``python -m diffusion_lit.evaluate ckpt_path=<ckpt> data=<data>``.
 
-Trains (``train_classifier=true``) or loads the judge classifier for the data, samples
+Loads the judge classifier for the data (training and caching it the first time), samples
 ``images_per_class`` images for every class prompt, and writes ``eval.json``, ``eval.md`` and
 ``grid.png`` next to the checkpoint."""
 
@@ -18,22 +18,47 @@ from diffusion_lit.config import build
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.evaluation import (
     evaluate_samples,
+    has_classifier,
     load_classifier,
     save_classifier,
     stack,
     timed,
     train_classifier,
 )
+from diffusion_lit.models.classifier import ImageClassifier
 from diffusion_lit.pipeline import TextToImage, save_grid
 from diffusion_lit.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
 
+JUDGE_VERSION = 2  # the judge's layers and features; a cached judge of another is retrained
+
+
 def classifier_path(cfg: DictConfig) -> Path:
     dataset = cfg.data.dataset._target_.rsplit(".", 1)[-1]
-    name = f"{dataset}_{cfg.data.image_size}px_{cfg.data.channels}ch"
+    name = f"{dataset}_{cfg.data.image_size}px_{cfg.data.channels}ch_v{JUDGE_VERSION}"
     return Path(cfg.classifier.dir) / name
+
+
+def judge_for(cfg: DictConfig, datamodule) -> tuple[ImageClassifier, dict, Path]:
+    """The judge for the data: trained on its training images and cached, the first time (or
+    with ``train_classifier=true``); else loaded from the cache."""
+    path = classifier_path(cfg)
+    if not cfg.train_classifier and has_classifier(path):
+        return *load_classifier(path), path
+    log.info("Training the judge classifier for this data (cached as %s)", path)
+    classes = datamodule.class_names
+    judge, acc = train_classifier(
+        datamodule.train_set, datamodule.val_set, cfg.data.channels, len(classes),
+        epochs=cfg.classifier.epochs, batch_size=cfg.classifier.batch_size,
+        lr=cfg.classifier.lr, seed=cfg.seed,
+    )  # fmt: skip
+    meta = {"classes": classes, "image_size": cfg.data.image_size,
+            "channels": cfg.data.channels, "val_accuracy": acc}  # fmt: skip
+    save_classifier(judge, path, meta)
+    log.info("Judge classifier: %.1f%% on held-out images", 100 * acc)
+    return judge, meta, path
 
 
 def default_out_dir(cfg: DictConfig) -> Path:
@@ -109,24 +134,13 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = build(cfg.data)
     datamodule.setup("fit")
     classes = datamodule.class_names
-    path = classifier_path(cfg)
-
-    if cfg.train_classifier:
-        judge, acc = train_classifier(
-            datamodule.train_set, datamodule.val_set, cfg.data.channels, len(classes),
-            epochs=cfg.classifier.epochs, batch_size=cfg.classifier.batch_size,
-            lr=cfg.classifier.lr, seed=cfg.seed,
-        )  # fmt: skip
-        meta = {"classes": classes, "image_size": cfg.data.image_size,
-                "channels": cfg.data.channels, "val_accuracy": acc}  # fmt: skip
-        save_classifier(judge, path, meta)
-        log.info("Judge classifier: %.1f%% on held-out images; saved to %s", 100 * acc, path)
-        if pipe is None:
-            return {"classifier_accuracy": acc, "classifier": str(path)}
+    judge, meta, path = judge_for(cfg, datamodule)
     if pipe is None:
-        raise UserError("Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true.")
-
-    judge, meta = load_classifier(path)
+        if not cfg.train_classifier:
+            raise UserError(
+                "Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true."
+            )
+        return {"classifier_accuracy": meta["val_accuracy"], "classifier": str(path)}
     trained_on = list(pipe.module.hparams.class_names)
     if meta["classes"] != classes or trained_on != classes:
         raise UserError(
@@ -143,23 +157,23 @@ def evaluate(cfg: DictConfig) -> dict:
     )  # fmt: skip
     samples = images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
     labels = torch.arange(len(classes)).repeat_interleave(n)
-    heldout, _ = stack(datamodule.val_set)
+    heldout = stack(datamodule.val_set)
     # as many training images, without augmentation (the val transform over train indices)
-    train_indices = datamodule.train_set.indices[: len(heldout)]
-    reference, _ = stack(Subset(datamodule.val_set.dataset, train_indices))
+    train_indices = datamodule.train_set.indices[: len(heldout[0])]
+    reference = stack(Subset(datamodule.val_set.dataset, train_indices))
 
     result = {
         "checkpoint": str(cfg.ckpt_path),
         "sampler": cfg.sampler, "steps": cfg.steps, "timestep_spacing": cfg.timestep_spacing,
         "eta": cfg.eta,
         "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema, "seed": cfg.seed,
-        "images_per_class": n, "heldout_images": len(heldout),
+        "images_per_class": n, "heldout_images": len(heldout[0]),
         "classifier": str(path), "classifier_accuracy": meta["val_accuracy"],
         "sampling_seconds": seconds, "images_per_second": len(samples) / seconds,
     }  # fmt: skip
     result |= evaluate_samples(judge, samples, labels, heldout, reference, classes)
     prompts = [p for p in pipe.class_prompts for _ in range(n)]
-    result |= standard_metrics(cfg, heldout, samples, prompts)
+    result |= standard_metrics(cfg, heldout[0], samples, prompts)
     write_report(result, images, Path(cfg.out_dir or default_out_dir(cfg)))
     return result
 
@@ -169,10 +183,13 @@ def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
     save_grid(images[:, :8], out_dir / "grid.png")
     table = report_table(result)
-    per_class = ", ".join(f"{k} {v:.0%}" for k, v in result["per_class_accuracy"].items())
+    per_class = ", ".join(
+        f"{name} {acc:.0%} / {result['per_class_diversity'].get(name, float('nan')):.2f}"
+        for name, acc in result["per_class_accuracy"].items()
+    )
     (out_dir / "eval.md").write_text(
-        f"# Evaluation of `{result['checkpoint']}`\n\n{table}\n\nPer class: {per_class}\n\n"
-        "![samples, a row per class prompt](grid.png)\n"
+        f"# Evaluation of `{result['checkpoint']}`\n\n{table}\n\nPer class (accuracy / "
+        f"diversity): {per_class}\n\n![samples, a row per class prompt](grid.png)\n"
     )
     print(table)
     for name, note in result.get("notes", {}).items():
@@ -186,14 +203,19 @@ def report_table(r: dict) -> str:
         f"{'EMA' if r['use_ema'] else 'raw'} weights, {r['images_per_class']} images per class, "
         f"seed {r['seed']}",
         "",
-        "| metric | samples | real vs real |",
-        "|---|---|---|",
-        f"| conditional accuracy (judge) | {r['conditional_accuracy']:.1%} "
-        f"| {r['classifier_accuracy']:.1%} (judge on held-out) |",
-        f"| FID (judge features) | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} |",
-        f"| KID (judge features) | {r['kid_mean']:.4f} ± {r['kid_std']:.4f} "
-        f"| {r['kid_mean_real_vs_real']:.4f} ± {r['kid_std_real_vs_real']:.4f} |",
-        f"| sampling speed | {r['images_per_second']:.1f} img/s | |",
+        "| metric (judge's features) | samples | real vs real | ratio |",
+        "|---|---|---|---|",
+        f"| conditional accuracy | {r['conditional_accuracy']:.1%} "
+        f"| {r['classifier_accuracy']:.1%} (judge on held-out) | |",
+        f"| FID | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} | {r['fid_ratio']:.2f}× |",
+        f"| KID | {r['kid_mean']:.4f} ± {r['kid_std']:.4f} "
+        f"| {r['kid_mean_real_vs_real']:.4f} ± {r['kid_std_real_vs_real']:.4f} "
+        f"| {r['kid_ratio']:.2f}× |",
+        f"| diversity (÷ held-out's) | {r['diversity']:.2f} "
+        f"| {r['diversity_real_vs_real']:.2f} | |",
+        f"| precision / recall | {r['precision']:.2f} / {r['recall']:.2f} "
+        f"| {r['precision_real_vs_real']:.2f} / {r['recall_real_vs_real']:.2f} | |",
+        f"| sampling speed | {r['images_per_second']:.1f} img/s | | |",
     ])  # fmt: skip
 
 

@@ -1,6 +1,8 @@
 """Offline sample-quality evaluation: a classifier trained on the real images judges whether
-samples follow their prompt (conditional accuracy), and its features stand in for Inception's
-in FID and KID (torchmetrics), next to the same numbers for real-vs-real images."""
+samples follow their prompt (conditional accuracy), and its quality features (early layers'
+texture statistics next to the last layer's shape features) stand in for Inception's in FID and
+KID (torchmetrics), per-class diversity and precision/recall (Kynkäänniemi et al. 2019), each
+next to the same number for real images against real images."""
 
 import json
 import logging
@@ -50,7 +52,8 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             scheduler.step()
-    return model.eval(), accuracy(model, val_set)
+    model.eval().calibrate(stack(train_set)[0])
+    return model, accuracy(model, val_set)
 
 
 @torch.no_grad()
@@ -76,6 +79,10 @@ def save_classifier(model: ImageClassifier, path: Path, meta: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
 
 
+def has_classifier(path: Path) -> bool:
+    return path.with_suffix(".safetensors").is_file() and path.with_suffix(".json").is_file()
+
+
 def load_classifier(path: Path) -> tuple[ImageClassifier, dict]:
     weights, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not weights.is_file() or not meta_path.is_file():
@@ -93,10 +100,16 @@ def load_classifier(path: Path) -> tuple[ImageClassifier, dict]:
 
 
 @torch.no_grad()
+def quality_features(judge: ImageClassifier, images: torch.Tensor, batch_size: int = 512):
+    judge.eval()
+    return torch.cat([judge.quality_features(chunk) for chunk in images.split(batch_size)])
+
+
+@torch.no_grad()
 def distribution_distance(
     judge: ImageClassifier, real: torch.Tensor, other: torch.Tensor, batch_size: int = 256
 ) -> dict[str, float]:
-    """FID and KID between two image sets (in [−1, 1]) in the judge's feature space."""
+    """FID and KID between two image sets (in [−1, 1]) in the judge's quality features."""
     features = FeatureExtractor(judge).eval()
     n = min(len(real), len(other))
     fid = FrechetInceptionDistance(feature=features)
@@ -112,6 +125,36 @@ def distribution_distance(
     return {"fid": fid.compute().item(), "kid_mean": kid_mean.item(), "kid_std": kid_std.item()}
 
 
+def diversity(
+    real: torch.Tensor, real_labels: torch.Tensor, other: torch.Tensor, labels: torch.Tensor,
+    class_names: list[str],
+) -> dict:  # fmt: skip
+    """Per class, the mean distance between two images' features, ``other`` ÷ ``real``: 1 as
+    varied as the real images, 0 all alike; and its mean over the classes."""
+    per_class = {}
+    for c, name in enumerate(class_names):
+        a, b = other[labels == c], real[real_labels == c]
+        if len(a) > 1 and len(b) > 1:
+            per_class[name] = (torch.pdist(a).mean() / torch.pdist(b).mean()).item()
+    overall = sum(per_class.values()) / len(per_class) if per_class else float("nan")
+    return {"diversity": overall, "per_class_diversity": per_class}
+
+
+def precision_recall(real: torch.Tensor, other: torch.Tensor, k: int = 3) -> dict[str, float]:
+    """Kynkäänniemi et al. 2019: precision, the share of ``other`` inside the real images'
+    manifold (balls reaching each real feature's k-th nearest real neighbour): are they
+    realistic; recall, the share of real images inside ``other``'s manifold: is all of the
+    real variety covered."""
+
+    def radii(x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, x).kthvalue(min(k + 1, len(x)), dim=1).values  # +1: itself
+
+    distances = torch.cdist(other, real)  # (other, real)
+    precision = (distances <= radii(real)[None, :]).any(1).float().mean()
+    recall = (distances.T <= radii(other)[None, :]).any(1).float().mean()
+    return {"precision": precision.item(), "recall": recall.item()}
+
+
 def conditional_accuracy(
     judge: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, class_names: list[str]
 ) -> dict:
@@ -125,20 +168,37 @@ def conditional_accuracy(
     return {"conditional_accuracy": correct.mean().item(), "per_class_accuracy": per_class}
 
 
+def compare(
+    judge: ImageClassifier, real: torch.Tensor, real_labels: torch.Tensor, other: torch.Tensor,
+    labels: torch.Tensor, class_names: list[str],
+) -> dict:  # fmt: skip
+    """FID, KID, diversity, precision and recall of ``other`` (in [−1, 1], drawn for ``labels``)
+    against the real images."""
+    real_features, features = quality_features(judge, real), quality_features(judge, other)
+    return (
+        distribution_distance(judge, real, other)
+        | diversity(real_features, real_labels, features, labels, class_names)
+        | precision_recall(real_features, features)
+    )
+
+
 def evaluate_samples(
     judge: ImageClassifier,
     samples: torch.Tensor,
     labels: torch.Tensor,
-    real_heldout: torch.Tensor,
-    real_reference: torch.Tensor,
+    real: tuple[torch.Tensor, torch.Tensor],
+    reference: tuple[torch.Tensor, torch.Tensor],
     class_names: list[str],
 ) -> dict:
-    """Every judge-based number for ``samples`` (in [−1, 1]) drawn for ``labels``, with the
-    real-vs-real reference: held-out images against as many training images."""
+    """Every judge-based number for ``samples`` (in [−1, 1]) drawn for ``labels``, against the
+    ``real`` (held-out images, labels), and the same for the ``reference`` (as many training
+    images: real against real); FID and KID also as ratios to their real-vs-real values."""
     result = conditional_accuracy(judge, samples, labels, class_names)
-    result |= distribution_distance(judge, real_heldout, samples)
-    reference = distribution_distance(judge, real_heldout, real_reference)
+    result |= compare(judge, *real, samples, labels, class_names)
+    reference = compare(judge, *real, *reference, class_names)
     result |= {f"{key}_real_vs_real": value for key, value in reference.items()}
+    result["fid_ratio"] = result["fid"] / reference["fid"]
+    result["kid_ratio"] = result["kid_mean"] / max(reference["kid_mean"], reference["kid_std"])
     return result
 
 

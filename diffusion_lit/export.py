@@ -166,11 +166,16 @@ def training_section(run_dir: RunDir | None, ckpt_path: Path) -> list[str]:
             f"Evaluation (`{name}/eval.json`, {r.get('sampler')} {r.get('steps')} steps, "
             f"guidance {r.get('guidance_scale')}):",
             "",
-            "| metric | samples | real vs real |",
+            "| metric (judge classifier) | samples | real vs real |",
             "|---|---|---|",
-            f"| conditional accuracy (judge classifier) | {r['conditional_accuracy']:.1%} "
+            f"| conditional accuracy | {r['conditional_accuracy']:.1%} "
             f"| {r['classifier_accuracy']:.1%} |",
-            f"| FID (judge features) | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} |",
+            f"| FID | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} |",
+            *(
+                [f"| diversity | {r['diversity']:.2f} | {r['diversity_real_vs_real']:.2f} |"]
+                if "diversity" in r
+                else []
+            ),
         ]
     if cfg is not None:
         lines += ["", "<details><summary>Training config</summary>", "", "```yaml"]

@@ -95,7 +95,8 @@ class Run:
     last_accuracy: float | None  # the last line of accuracy_log.txt (train pseudo-accuracy)
     eval: str | None  # the newest checkpoints/eval-*/ folder
     eval_accuracy: float | None  # the judge's conditional accuracy on the samples
-    eval_fid: float | None  # FID in the judge's features
+    eval_fid_ratio: float | None  # FID in the judge's features ÷ real-vs-real
+    eval_diversity: float | None  # per-class feature spread ÷ the real images'
     checkpoints: list[str]
 
 
@@ -183,7 +184,8 @@ def summarize(run_dir: Path) -> Run:
         last_accuracy=accuracy[-1][1] if accuracy else None,
         eval=name,
         eval_accuracy=to_float(result.get("conditional_accuracy")),
-        eval_fid=to_float(result.get("fid")),
+        eval_fid_ratio=to_float(result.get("fid_ratio")),
+        eval_diversity=to_float(result.get("diversity")),
         checkpoints=sorted(p.name for p in RunDir(run_dir).checkpoints.glob("*.ckpt")),
     )
 

@@ -60,7 +60,8 @@ def metric_cells(run: Run) -> dict[str, str]:
         "best val/loss": fmt(run.best_val_loss, ".4f"),
         "last pseudo-acc": fmt(run.last_accuracy, ".4f"),
         "eval acc": fmt(run.eval_accuracy, ".1%"),
-        "eval FID": fmt(run.eval_fid, ".3f"),
+        "eval FID×": fmt(run.eval_fid_ratio, ".2f"),
+        "eval diversity": fmt(run.eval_diversity, ".2f"),
     }
 
 

@@ -85,6 +85,8 @@ def make_run(
             "conditional_accuracy": eval_accuracy,
             "fid": 2.5,
             "fid_real_vs_real": 2.0,
+            "fid_ratio": 1.25,
+            "diversity": 0.91,
             "sampler": "ddpm",
             "steps": 100,
             "guidance_scale": 3.0,
@@ -123,7 +125,8 @@ def test_list_shows_each_runs_metrics(tmp_path, capsys):
         "0.1000",
         "0.2500",
         "87.5%",
-        "2.500",
+        "1.25",
+        "0.91",
         "best-epoch001.ckpt, last.ckpt",
     ]:
         assert cell in row_a
