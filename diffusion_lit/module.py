@@ -38,9 +38,10 @@ class DiffusionModule(L.LightningModule):
     text encoder kinds with their arguments, and the class prompts. It is the module's only
     hyperparameter, so a checkpoint's ``hyper_parameters`` rebuild the model without running
     anything named in the file. ``net`` is the UNet built from the training config (by default,
-    built from the spec); ``optimizer`` (a partial taking ``params``), ``channels_last``,
-    ``compile`` and ``seed`` are training options, not part of the model. The encoded prompts
-    are buffers in ``self.prompts``.
+    built from the spec); ``optimizer`` (a partial taking ``params``), ``lr_scheduler`` (a
+    partial taking the optimizer and the number of steps), ``min_snr_gamma`` (the loss
+    weighting), ``channels_last``, ``compile`` and ``seed`` are training options, not part of
+    the model. The encoded prompts are buffers in ``self.prompts``.
     """
 
     def __init__(
@@ -48,6 +49,8 @@ class DiffusionModule(L.LightningModule):
         spec: dict,
         net: nn.Module | None = None,
         optimizer: Callable | None = None,
+        lr_scheduler: Callable | None = None,
+        min_snr_gamma: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
         seed: int = 0,
@@ -61,7 +64,8 @@ class DiffusionModule(L.LightningModule):
         if compile:
             self.net.compile()  # in place: parameter names, and so checkpoints, stay the same
         self.schedule = build_component(spec, "schedule")
-        self.optimizer, self.seed = optimizer, seed
+        self.optimizer, self.lr_scheduler, self.seed = optimizer, lr_scheduler, seed
+        self.min_snr_gamma = min_snr_gamma
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
@@ -81,26 +85,41 @@ class DiffusionModule(L.LightningModule):
         )
         return self.prompts.lookup(labels, templates)
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding):
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding):
+        """The network's output: ε̂, v̂ or x̂_0 (``schedule.prediction``)."""
         x_t = x_t.contiguous(memory_format=self.memory_format)
         # the rest of the step (metrics, samplers) works in the default layout
         return self.net(x_t, t, text.pooled, text.tokens, text.mask).contiguous()
 
     def model_step(self, batch, loss_metric, acc_metric, generator=None) -> torch.Tensor:
-        """The seed's training step: corrupt x_0 at a random t, predict ε, MSE against the true ε.
-        Updates the stage's loss and pseudo-accuracy metrics; returns the batch loss. Every
-        random draw comes from ``generator`` (the global RNG when None)."""
+        """The seed's training step: corrupt x_0 at a random t, predict ε (or v or x_0), MSE
+        against the truth, weighted by min-SNR-γ when set. Updates the stage's loss (unweighted)
+        and pseudo-accuracy metrics; returns the batch loss. Every random draw comes from
+        ``generator`` (the global RNG when None)."""
         x0, labels = batch
         t = torch.randint(
             self.schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator
         )
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.schedule.add_noise(x0, noise, t)
-        noise_pred = self.predict_noise(x_t, t, self.class_text(labels, generator)).float()
-        loss = F.mse_loss(noise_pred, noise)
-        loss_metric.update(noise_pred.detach(), noise)
-        acc_metric.update(self.schedule.predict_x0(x_t, t, noise_pred.detach()), x0)
+        target = self.schedule.target(x0, noise, t)
+        out = self.predict(x_t, t, self.class_text(labels, generator)).float()
+        per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(1)
+        loss = (
+            (per_sample * self.loss_weights(t)).mean() if self.min_snr_gamma else per_sample.mean()
+        )
+        loss_metric.update(out.detach(), target)
+        acc_metric.update(self.schedule.predict_x0(x_t, t, out.detach()), x0)
         return loss
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-γ (Hang et al. 2023, eq. 9): each timestep's loss weighted as if it predicted
+        x_0 with weight min(SNR, γ), so the nearly clean steps, whose ε is easiest to fit, no
+        longer dominate: min(SNR, γ)/SNR for ε, /(SNR + 1) for v, unchanged for x_0."""
+        snr = self.schedule.snr(t)
+        weights = snr.clamp(max=self.min_snr_gamma)
+        divisor = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[self.schedule.prediction]
+        return weights / divisor
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Every step's random draws (t, ε, templates, text dropout) depend only on (seed, rank,
@@ -183,7 +202,14 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer is None:
             raise RuntimeError("This module was loaded for sampling: it has no optimizer.")
-        return self.optimizer(params=self.net.parameters())
+        optimizer = self.optimizer(params=self.net.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer, self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -193,9 +219,9 @@ class DiffusionModule(L.LightningModule):
         """Classifier-free guidance: ε = ε_uncond + w · (ε_cond − ε_uncond), with the conditional
         and unconditional (null-prompt) passes batched together."""
         both = text.cat(text.null())
-        eps = self.predict_noise(torch.cat([x, x]), torch.cat([t, t]), both)
-        eps_cond, eps_uncond = eps.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        cond, uncond = self.predict(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+        # ε, v and x_0 are affine in each other for a given x_t: guiding any of them is the same
+        return self.schedule.predict_noise(x, t, uncond + guidance_scale * (cond - uncond))
 
     @torch.no_grad()
     def generate(

@@ -1,4 +1,5 @@
-"""β schedules and the DDPM forward process q(x_t | x_0) (Ho et al. 2020)."""
+"""β schedules, the DDPM forward process q(x_t | x_0) (Ho et al. 2020), and what the network
+predicts: the noise ε, the velocity v (Salimans & Ho 2022) or the clean image x_0."""
 
 import math
 
@@ -25,6 +26,21 @@ def cosine_beta_schedule(timesteps: int, s: float = 0.008):
     return betas.clamp(max=0.999)
 
 
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2024, Algorithm 1: shift and scale √ᾱ so that √ᾱ_T = 0 (the last training
+    step sees pure noise, as sampling starts from) while √ᾱ_1 is kept. ᾱ_T is then set to half
+    of ᾱ_T−1 rather than 0 (diffusers uses 2⁻²⁴, which can exceed ᾱ_T−1), so the schedule
+    still decreases and x̂_0 stays finite; use it with v-prediction."""
+    s = alphas_cumprod.sqrt()
+    s = (s - s[-1]) * s[0] / (s[0] - s[-1])
+    alphas_cumprod = s**2
+    alphas_cumprod[-1] = alphas_cumprod[-2] / 2
+    return alphas_cumprod
+
+
+PREDICTIONS = ("eps", "v", "x0")
+
+
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
     """a[t] reshaped to (B, 1, 1, ...) so it broadcasts against a batch of shape ``x_shape``."""
     return a.gather(0, t).view(t.shape[0], *([1] * (len(x_shape) - 1)))
@@ -42,6 +58,8 @@ class NoiseSchedule(nn.Module):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         cosine_s: float = 0.008,
+        prediction: str = "eps",
+        zero_terminal_snr: bool = False,
     ):
         super().__init__()
         if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 2:
@@ -54,8 +72,21 @@ class NoiseSchedule(nn.Module):
             betas = cosine_beta_schedule(timesteps, cosine_s)
         else:
             raise UserError(f"Unknown schedule.kind={kind!r}; choose 'linear' or 'cosine'.")
-        self.timesteps, self.kind = timesteps, kind
+        if prediction not in PREDICTIONS:
+            choices = ", ".join(PREDICTIONS)
+            raise UserError(f"Unknown schedule.prediction={prediction!r}; choose one of {choices}.")
+        if zero_terminal_snr and prediction != "v":
+            raise UserError(
+                "schedule.zero_terminal_snr=true needs schedule.prediction=v: at ᾱ_T = 0 the "
+                "noise says nothing about the image, so ε-prediction cannot be turned into x_0."
+            )
+        self.timesteps, self.kind, self.prediction = timesteps, kind, prediction
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        if zero_terminal_snr:
+            alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
+            betas = 1 - alphas_cumprod / torch.cat(
+                [alphas_cumprod.new_ones(1), alphas_cumprod[:-1]]
+            )
         for name, value in {
             "betas": betas,
             "alphas_cumprod": alphas_cumprod,
@@ -71,8 +102,39 @@ class NoiseSchedule(nn.Module):
             + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
         )
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x̂_0 = (x_t − √(1 − ᾱ_t) · ε̂) / √ᾱ_t, eq. 4 solved for x_0 (DDPM eq. 15)."""
-        return (x_t - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * noise) / extract(
-            self.sqrt_alphas_cumprod, t, x_t.shape
+    def _coefficients(self, t: torch.Tensor, shape: torch.Size):
+        return (
+            extract(self.sqrt_alphas_cumprod, t, shape),
+            extract(self.sqrt_one_minus_alphas_cumprod, t, shape),
         )
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network learns to predict: ε; x_0; or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0
+        (Salimans & Ho 2022, eq. 10)."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        a, s = self._coefficients(t, x0.shape)
+        return a * noise - s * x0
+
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x̂_0 from the network's output: (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t (DDPM eq. 15) for ε;
+        √ᾱ_t x_t − √(1 − ᾱ_t) v̂ for v; the output itself for x_0."""
+        if self.prediction == "x0":
+            return out
+        a, s = self._coefficients(t, x_t.shape)
+        return a * x_t - s * out if self.prediction == "v" else (x_t - s * out) / a
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """ε̂ from the network's output: itself for ε; √ᾱ_t v̂ + √(1 − ᾱ_t) x_t for v;
+        (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t) for x_0. The samplers take ε̂."""
+        if self.prediction == "eps":
+            return out
+        a, s = self._coefficients(t, x_t.shape)
+        return a * out + s * x_t if self.prediction == "v" else (x_t - a * out) / s
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """The signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) at each t."""
+        a = self.alphas_cumprod[t]
+        return a / (1 - a)

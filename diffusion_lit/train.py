@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -26,6 +27,7 @@ from diffusion_lit.resume import (
     find_checkpoint,
     wandb_run_id,
 )
+from diffusion_lit.schedule import PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,14 @@ def check(cfg: DictConfig) -> None:
     checks.one_of(cfg, "schedule.kind", ["linear", "cosine"])
     for key in ("beta_start", "beta_end", "cosine_s"):
         checks.real(cfg, f"schedule.{key}", 0, 1, above=True)
+    checks.one_of(cfg, "schedule.prediction", PREDICTIONS)
+    checks.flag(cfg, "schedule.zero_terminal_snr")
     checks.real(cfg, "optimizer.lr", 0, None, above=True)
+    checks.real(cfg, "min_snr_gamma", 0, None, above=True, optional=True)
+    if cfg.get("lr_scheduler"):
+        checks.integer(cfg, "lr_scheduler.warmup_steps", 0, 10**9)
+        checks.flag(cfg, "lr_scheduler.cosine")
+        checks.real(cfg, "lr_scheduler.min_lr_ratio", 0, 1)
     checks.integer(cfg, "trainer.max_epochs", -1, 10**9, optional=True)
 
 
@@ -100,6 +109,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         spec,
         net=build(cfg.model),
         optimizer=build(cfg.optimizer),
+        lr_scheduler=build(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+        min_snr_gamma=cfg.get("min_snr_gamma"),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         seed=cfg.seed,
@@ -113,6 +124,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     _setup_wandb(cfg)
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if not loggers:  # it has nowhere to write and would stop the run
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks += extra_callbacks or []
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:

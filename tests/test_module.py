@@ -44,7 +44,7 @@ def inputs(module, n=4):
 def test_guidance_scale_zero_is_unconditional_and_one_conditional(kind):
     module = tiny_module(kind).eval()
     x, t, text = inputs(module)
-    cond, uncond = module.predict_noise(x, t, text), module.predict_noise(x, t, text.null())
+    cond, uncond = module.predict(x, t, text), module.predict(x, t, text.null())
     assert not torch.allclose(cond, uncond)  # the prompt matters
     torch.testing.assert_close(module.guided_noise(x, t, text, 0.0), uncond)
     torch.testing.assert_close(module.guided_noise(x, t, text, 1.0), cond)
@@ -90,3 +90,44 @@ def test_each_rank_draws_its_own_noise_and_the_same_on_a_rerun(monkeypatch):
 
     assert not torch.equal(draws(0), draws(1))
     assert torch.equal(draws(1), draws(1)) and not torch.equal(draws(1), draws(1, batch_idx=4))
+
+
+def test_min_snr_weights_cap_the_nearly_clean_steps():
+    module = tiny_module("simple")
+    module.min_snr_gamma = 5.0
+    t = torch.tensor([0, 19])  # SNR ≈ 200 at t = 0, ≈ 0 at T
+    snr = module.schedule.snr(t)
+    torch.testing.assert_close(module.loss_weights(t), torch.stack([5.0 / snr[0], snr[1] / snr[1]]))
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_guidance_works_in_any_prediction_target(prediction):
+    module = tiny_module("enhanced")
+    module.schedule.prediction = prediction
+    module.eval()
+    x, t, text = inputs(module)
+    out = module.predict(x, t, text)
+    torch.testing.assert_close(
+        module.guided_noise(x, t, text, 1.0), module.schedule.predict_noise(x, t, out)
+    )
+
+
+def test_warmup_then_cosine_learning_rate():
+    from diffusion_lit.optim import warmup_cosine
+
+    def rates(total, **kwargs):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        schedule = warmup_cosine(optimizer, total, **kwargs)
+        out = []
+        for _ in range(10):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return out
+
+    up = rates(9, warmup_steps=4, min_lr_ratio=0.1)  # the cosine over steps 4..9
+    assert up[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert up[4] == pytest.approx(1.0) and up[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(up[3:], up[4:], strict=False))  # falls after the warm-up
+    assert rates(float("inf"), warmup_steps=2)[2:] == [1.0] * 8  # no step count: constant
+    assert rates(10, cosine=False) == [1.0] * 10

@@ -41,3 +41,35 @@ def test_add_noise_then_predict_x0_round_trips():
 def test_unknown_schedule_is_refused():
     with pytest.raises(UserError, match="schedule.kind"):
         NoiseSchedule(10, "quadratic")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_each_prediction_target_converts_back_to_x0_and_noise(prediction):
+    s = NoiseSchedule(1000, prediction=prediction)
+    x0, noise = torch.randn(4, 1, 4, 4).double(), torch.randn(4, 1, 4, 4).double()
+    t = torch.tensor([0, 10, 500, 999])
+    s = s.double()
+    x_t = s.add_noise(x0, noise, t)
+    out = s.target(x0, noise, t)  # a perfect network's output
+    torch.testing.assert_close(s.predict_x0(x_t, t, out), x0)
+    torch.testing.assert_close(s.predict_noise(x_t, t, out), noise)
+
+
+def test_v_is_salimans_and_hos_velocity():
+    s = NoiseSchedule(1000, prediction="v")
+    x0, noise, t = torch.randn(2, 3), torch.randn(2, 3), torch.tensor([100, 900])
+    a = s.alphas_cumprod[t].view(-1, 1)
+    torch.testing.assert_close(s.target(x0, noise, t), a.sqrt() * noise - (1 - a).sqrt() * x0)
+
+
+def test_zero_terminal_snr_ends_at_pure_noise_and_keeps_the_start():
+    plain = NoiseSchedule(1000, "linear", prediction="v")
+    rescaled = NoiseSchedule(1000, "linear", prediction="v", zero_terminal_snr=True)
+    a = rescaled.alphas_cumprod
+    assert 0 < a[-1].item() < 1e-8 and (a[1:] < a[:-1]).all()
+    assert a[0].item() == pytest.approx(plain.alphas_cumprod[0].item())
+    assert plain.alphas_cumprod[-1] > 4e-5  # what it fixes: √ᾱ_T ≈ 0.006, not 0
+    with pytest.raises(UserError, match="needs schedule.prediction=v"):
+        NoiseSchedule(1000, zero_terminal_snr=True)
+    with pytest.raises(UserError, match="schedule.prediction='noise'"):
+        NoiseSchedule(1000, prediction="noise")

@@ -1,4 +1,5 @@
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -205,3 +206,37 @@ def test_multirun_gives_one_run_dir_per_value(tmp_path):
         assert (run / "checkpoints" / "last.ckpt").is_file()
         ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert ckpt["hyper_parameters"]["net"]["base_channels"] == width
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_the_recipe_options_train_sample_and_export(tiny_cfg, tmp_path, prediction):
+    """v or x_0 prediction (v with a zero-terminal-SNR schedule), min-SNR-γ weighting, AdamW,
+    warm-up and cosine decay, gradient clipping: a run trains, logs its learning rate, and its
+    checkpoint and export sample the same finite images with every sampler."""
+    from diffusion_lit.export import export
+
+    cfg = tiny_cfg(
+        f"schedule.prediction={prediction}", f"schedule.zero_terminal_snr={prediction == 'v'}",
+        "min_snr_gamma=5", "lr_scheduler.warmup_steps=2", "lr_scheduler.cosine=true",
+        "optimizer._target_=torch.optim.AdamW", "optimizer.weight_decay=0.01",
+        "trainer.gradient_clip_val=1.0", "trainer.max_epochs=3",
+    )  # fmt: skip
+    metrics, _ = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    run_dir = Path(cfg.paths.run_dir)
+    rates = [float(r["lr-AdamW"]) for r in read_csv(run_dir / "logs/metrics.csv") if r["lr-AdamW"]]
+    assert rates[0] < rates[1] and rates[-1] < rates[1]  # up in the warm-up, then down
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    spec = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert spec["schedule"]["prediction"] == prediction
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        export_cfg = compose("export", overrides=[f"ckpt_path={ckpt}", f"out_dir={tmp_path}/e"])
+    folder = export(export_cfg)
+    for sampler in ["ddpm", "ddim", "dpmpp_2m"]:
+        images = [
+            TextToImage.from_checkpoint(path, device="cpu")(
+                None, num_images=1, sampler=sampler, steps=5, seed=0, progress=False
+            )
+            for path in (ckpt, folder)
+        ]
+        assert torch.isfinite(images[0]).all() and torch.equal(images[0], images[1])
