@@ -35,6 +35,7 @@ evaluate: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/sampling.py $(CKPT)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/recipe.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/time_to_quality.py
 
 lint: $(STAMP)

@@ -19,9 +19,9 @@ SMOKE = "--smoke" in sys.argv  # tiny sizes, a temporary folder, nothing recorde
 OUT = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "outputs" / "bench"
 
 
-def config(overrides: list[str]):
+def config(overrides: list[str], name: str = "train"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        return compose(name, overrides=overrides)
 
 
 def sync() -> None:
@@ -51,6 +51,9 @@ class StepClock:
             self.seconds.append(time.perf_counter() - self.t0)
             self.images.append(images)
         self.step += 1
+
+    def seconds_per_step(self) -> float:
+        return statistics.median(self.seconds)
 
     def img_per_s(self) -> float:
         return statistics.median(n / s for n, s in zip(self.images, self.seconds, strict=True))

@@ -34,6 +34,13 @@ def test_sampling_bench_smoke(trained_run):
 
 
 @pytest.mark.slow
+def test_recipe_bench_smoke():
+    out = run_bench("recipe.py")
+    assert "| variant | steps | train s | accuracy | FID ÷ real |" in out
+    assert "| + warm-up, cosine | " in out
+
+
+@pytest.mark.slow
 def test_time_to_quality_bench_smoke():
     out = run_bench("time_to_quality.py")
     assert "| epoch | training wall time (s) | conditional accuracy |" in out
