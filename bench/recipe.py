@@ -4,6 +4,8 @@ wall-clock budget on this machine, then is judged by the evaluation (conditional
 
     python bench/recipe.py [--budget SECONDS] [--only NAME,NAME] [overrides ...] [--smoke]
 
+``--only`` takes variant names, comma-separated (e.g. ``--only "+ warm-up + cosine"``).
+
 A variant's budget becomes a step count: a short probe run measures its seconds per step, and
 the real run gets ``trainer.max_steps`` = budget ÷ that, so the learning-rate schedule knows
 its horizon. Overrides after the options apply to every variant (e.g. ``data=fashion_mnist``).
@@ -21,22 +23,25 @@ from diffusion_lit.train import train
 
 BASE = ["experiment=quickstart", "~callbacks.sample_grid", "~callbacks.curves"]
 WARMUP_COSINE = ["lr_scheduler.warmup_steps=100", "lr_scheduler.cosine=true"]
+WARMUP_CLIP = [*WARMUP_COSINE, "trainer.gradient_clip_val=1.0"]
 VARIANTS = {
-    "quickstart (Adam, constant lr, ε)": [],
-    "+ warm-up, cosine": WARMUP_COSINE,
-    "+ warm-up, cosine, AdamW wd 0.01": [
+    "quickstart (Adam; constant lr; ε)": [],
+    "+ warm-up + cosine": WARMUP_COSINE,
+    "+ warm-up + cosine + AdamW wd 0.01": [
         *WARMUP_COSINE, "optimizer._target_=torch.optim.AdamW", "optimizer.weight_decay=0.01"
     ],
-    "+ warm-up, cosine, clip 1.0": [*WARMUP_COSINE, "trainer.gradient_clip_val=1.0"],
-    "+ warm-up, cosine, min-SNR-5": [*WARMUP_COSINE, "min_snr_gamma=5"],
-    "+ warm-up, cosine, v": [*WARMUP_COSINE, "schedule.prediction=v"],
-    "+ warm-up, cosine, v, zero-SNR": [
+    "+ warm-up + cosine + clip 1.0": WARMUP_CLIP,
+    "+ warm-up + cosine + min-SNR-5": [*WARMUP_COSINE, "min_snr_gamma=5"],
+    "+ warm-up + cosine + v": [*WARMUP_COSINE, "schedule.prediction=v"],
+    "+ warm-up + cosine + v + zero-SNR": [
         *WARMUP_COSINE, "schedule.prediction=v", "schedule.zero_terminal_snr=true"
     ],
-    "+ warm-up, cosine, x0": [*WARMUP_COSINE, "schedule.prediction=x0"],
-    "+ warm-up, cosine, cosine β": [*WARMUP_COSINE, "schedule.kind=cosine"],
-    "+ warm-up, cosine, width 64": [*WARMUP_COSINE, "model.base_channels=64"],
-    "+ warm-up, cosine, batch 128": [*WARMUP_COSINE, "data.batch_size=128"],
+    "+ warm-up + cosine + x0": [*WARMUP_COSINE, "schedule.prediction=x0"],
+    "+ warm-up + cosine + cosine β": [*WARMUP_COSINE, "schedule.kind=cosine"],
+    "+ warm-up + cosine + width 64": [*WARMUP_COSINE, "model.base_channels=64"],
+    "+ warm-up + cosine + batch 128": [*WARMUP_COSINE, "data.batch_size=128"],
+    "+ warm-up + cosine + clip 1.0 + cosine β": [*WARMUP_CLIP, "schedule.kind=cosine"],
+    "+ warm-up + cosine + clip 1.0 + v": [*WARMUP_CLIP, "schedule.prediction=v"],
 }  # fmt: skip
 SMOKE_OVERRIDES = [
     "data.image_size=8", "model.base_channels=4", "model.time_dim=8", "schedule.timesteps=20",
@@ -73,7 +78,7 @@ def run(name: str, overrides: list[str], budget: float) -> dict:
     start = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - start
-    return {"steps": steps, "seconds": seconds} | evaluate(config_evaluate(run_dir))
+    return evaluate(config_evaluate(run_dir)) | {"train_steps": steps, "train_seconds": seconds}
 
 
 def config_evaluate(run_dir):
@@ -99,7 +104,8 @@ def main() -> None:
     for name, overrides in chosen.items():
         r = run(name, [*BASE, *overrides, *extra], budget)
         rows.append(
-            f"| {name} | {r['steps']} | {r['seconds']:.0f} | {r['conditional_accuracy']:.1%} "
+            f"| {name} | {r['train_steps']} | {r['train_seconds']:.0f} "
+            f"| {r['conditional_accuracy']:.1%} "
             f"| {r['fid_ratio']:.2f} | {r['diversity']:.2f} | {r['precision']:.2f} "
             f"| {r['recall']:.2f} |"
         )

@@ -1,24 +1,35 @@
-"""The samplers' speed/quality trade-off on one checkpoint: images/s, conditional accuracy and
-judge-FID for DDPM 1000 steps vs DDIM 50/20 vs DPM-Solver++ 20/10, side by side in one run.
+"""Sampling settings against quality on one checkpoint, side by side in one run: the samplers
+and step counts (images/s, conditional accuracy, FID ÷ real-vs-real, diversity, precision,
+recall), then the guidance scale with one sampler. The sample and evaluate CLIs' defaults are
+chosen from these tables.
 
-    python bench/sampling.py [ckpt_path] [data overrides ...] [--smoke]
+    python bench/sampling.py [ckpt_path] [--guidance-sampler ddpm:1000] [overrides ...] [--smoke]
 
-The checkpoint defaults to the newest quickstart run (outputs/runs/*/checkpoints/last.ckpt); its
-judge classifier is trained first if none is cached.
+The checkpoint defaults to the newest quickstart run (outputs/runs/*/checkpoints/last.ckpt);
+its judge classifier is trained the first time.
 """
 
 import sys
 from pathlib import Path
 
-from common import OUT, ROOT, SMOKE, record
-from hydra import compose, initialize_config_dir
+from common import OUT, ROOT, SMOKE, config, record
 
 from diffusion_lit.evaluate import evaluate
 
-ARGS = [a for a in sys.argv[1:] if a != "--smoke"]
-CASES = [("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("dpmpp_2m", 20), ("dpmpp_2m", 10)]
+OPTIONS = ("--guidance-sampler", "--images-per-class")
+ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in OPTIONS
+        and sys.argv[i - 1] not in OPTIONS]  # fmt: skip
+SAMPLERS = [("ddpm", 1000), ("ddpm", 250), ("ddpm", 100), ("ddim", 50), ("ddim", 20),
+            ("dpmpp_2m", 20), ("dpmpp_2m", 10)]  # fmt: skip
+GUIDANCE = [0.0, 1.0, 1.5, 2.0, 3.0, 5.0]
 if SMOKE:
-    CASES = [("ddpm", 4), ("ddim", 2), ("dpmpp_2m", 2)]
+    SAMPLERS, GUIDANCE = [("ddpm", 4), ("ddim", 2), ("dpmpp_2m", 2)], [1.0, 3.0]
+HEADER = ["| {} | img/s | accuracy | FID ÷ real | diversity | precision | recall |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+
+def option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 def newest_checkpoint() -> Path:
@@ -28,29 +39,43 @@ def newest_checkpoint() -> Path:
     return found[-1]
 
 
+def judge(ckpt: Path, sampler: str, steps: int, guidance: float, n: int, overrides) -> dict:
+    judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
+    return evaluate(config([
+        f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}", f"guidance_scale={guidance}",
+        f"images_per_class={n}", "data.num_workers=0",
+        f"out_dir={OUT / 'eval' / f'{sampler}{steps}-w{guidance:g}'}", *judge_dir, *overrides,
+    ], name="evaluate"))  # fmt: skip
+
+
+def row(first: str, r: dict) -> str:
+    return (f"| {first} | {r['images_per_second']:.1f} | {r['conditional_accuracy']:.1%} "
+            f"| {r['fid_ratio']:.2f} | {r['diversity']:.2f} | {r['precision']:.2f} "
+            f"| {r['recall']:.2f} |")  # fmt: skip
+
+
 def main() -> None:
     ckpt = Path(ARGS[0]) if ARGS and "=" not in ARGS[0] else newest_checkpoint()
     overrides = [a for a in ARGS if "=" in a]
-    n = 2 if SMOKE else 20
-    rows = ["| sampler | steps | img/s | × first row's speed | conditional accuracy "
-            "| FID ÷ real | diversity |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    base = None
-    judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
-    for sampler, steps in CASES:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("evaluate", overrides=[
-                f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}",
-                f"images_per_class={n}", "data.num_workers=0",
-                f"out_dir={OUT / 'eval' / sampler}{steps}", *judge_dir, *overrides,
-            ])  # fmt: skip
-        r = evaluate(cfg)  # trains the judge the first time
-        base = base or r["images_per_second"]
-        rows.append(f"| {sampler} | {steps} | {r['images_per_second']:.1f} "
-                    f"| {r['images_per_second'] / base:.1f} | {r['conditional_accuracy']:.1%} "
-                    f"| {r['fid_ratio']:.2f} | {r['diversity']:.2f} |")  # fmt: skip
-    record(f"Sampling speed vs quality ({n} images per class, guidance 3, EMA weights)",
-           "\n".join(rows), notes=f"Checkpoint: `{ckpt}`; FID in the judge's quality "
-           "features ÷ real-vs-real.")  # fmt: skip
+    n = int(option("--images-per-class", "2" if SMOKE else "50"))
+    guidance_sampler, guidance_steps = option("--guidance-sampler", "ddpm:4" if SMOKE
+                                              else "ddpm:1000").split(":")  # fmt: skip
+    rows = [HEADER[0].format("sampler, steps"), HEADER[1]]
+    for sampler, steps in SAMPLERS:
+        rows.append(row(f"{sampler} {steps}", judge(ckpt, sampler, steps, 3.0, n, overrides)))
+        print(rows[-1], flush=True)
+    record(
+        f"Samplers at guidance 3 ({n} images per class, EMA weights)",
+        "\n".join(rows),
+        notes=f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real.",
+    )
+    rows = [HEADER[0].format("guidance"), HEADER[1]]
+    for w in GUIDANCE:
+        r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, overrides)
+        rows.append(row(f"{w:g}", r))
+        print(rows[-1], flush=True)
+    record(f"Guidance scale with {guidance_sampler} {guidance_steps} steps ({n} images per class)",
+           "\n".join(rows), notes=f"Checkpoint: `{ckpt}`.")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class SampleGrid(L.Callback):
         num_per_class: int = 8,
         sampler: str = "ddpm",
         steps: int = 100,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 1.5,
         seed: int = 0,
     ):
         self.out_dir, self.every_n_epochs = Path(out_dir), every_n_epochs

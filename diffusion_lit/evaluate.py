@@ -11,7 +11,6 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig, open_dict
-from torch.utils.data import Subset
 
 from diffusion_lit import checks
 from diffusion_lit.config import build
@@ -20,8 +19,8 @@ from diffusion_lit.evaluation import (
     evaluate_samples,
     has_classifier,
     load_classifier,
+    real_sets,
     save_classifier,
-    stack,
     timed,
     train_classifier,
 )
@@ -157,10 +156,7 @@ def evaluate(cfg: DictConfig) -> dict:
     )  # fmt: skip
     samples = images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
     labels = torch.arange(len(classes)).repeat_interleave(n)
-    heldout = stack(datamodule.val_set)
-    # as many training images, without augmentation (the val transform over train indices)
-    train_indices = datamodule.train_set.indices[: len(heldout[0])]
-    reference = stack(Subset(datamodule.val_set.dataset, train_indices))
+    heldout, reference = real_sets(datamodule)
 
     result = {
         "checkpoint": str(cfg.ckpt_path),

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -66,6 +66,15 @@ def stack(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """All images (N, C, H, W) and labels (N,) of a dataset of tensors."""
     images, labels = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     return torch.stack(images), torch.tensor(labels)
+
+
+def real_sets(datamodule) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """(images, labels) of the held-out images, which samples are compared with, and of as
+    many training images, without augmentation (the val transform over train indices): the
+    real-vs-real reference."""
+    heldout = stack(datamodule.val_set)
+    train_indices = datamodule.train_set.indices[: len(heldout[0])]
+    return heldout, stack(Subset(datamodule.val_set.dataset, train_indices))
 
 
 def accuracy(model: ImageClassifier, dataset: Dataset) -> float:

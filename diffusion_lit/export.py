@@ -95,7 +95,7 @@ def sample_grid(module: DiffusionModule, ckpt_path: Path, path: Path, steps: int
         shutil.copyfile(existing[-1], path)
         return f"copied from `{existing[-1]}`"
     write_class_grid(module, path, num_per_class=4, steps=steps)
-    return f"sampled at export: DDPM, {steps} steps, guidance 3, seed 0"
+    return f"sampled at export: DDPM, {steps} steps, guidance 1.5, seed 0"
 
 
 def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str) -> str:

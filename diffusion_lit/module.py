@@ -227,7 +227,7 @@ class DiffusionModule(L.LightningModule):
     def generate(
         self,
         text: TextEmbedding,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 1.5,
         sampler: str = "ddpm",
         steps: int | None = None,
         eta: float = 0.0,

@@ -76,9 +76,9 @@ class TextToImage:
         self,
         prompts: list[str] | None = None,
         num_images: int = 1,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 1.5,
         sampler: str = "ddpm",
-        steps: int | None = None,
+        steps: int | None = 100,
         eta: float = 0.0,
         seed: int = 0,
         batch_size: int = 256,
@@ -87,8 +87,8 @@ class TextToImage:
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
         ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` timesteps
-        (default: all T) spaced by ``timestep_spacing`` (linspace, leading or trailing). The same
-        seed and batch size give the same images."""
+        (None: all T) spaced by ``timestep_spacing`` (linspace, leading or trailing). The same
+        seed and batch size give the same images. The defaults are the sample CLI's."""
         prompts = self.class_prompts if prompts is None else list(prompts)
         if not prompts:
             raise UserError("The prompt list is empty: give at least one prompt.")
@@ -155,7 +155,7 @@ def write_class_grid(
     num_per_class: int = 8,
     sampler: str = "ddpm",
     steps: int = 100,
-    guidance_scale: float = 3.0,
+    guidance_scale: float = 1.5,
     seed: int = 0,
 ) -> Path:
     """Samples every class prompt ``num_per_class`` times with a fixed seed and saves the grid

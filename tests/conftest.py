@@ -26,6 +26,7 @@ TINY = [
     "model.base_channels=4",
     "model.time_dim=8",
     "schedule.timesteps=20",
+    "lr_scheduler.warmup_steps=0",  # a few steps in all
     "trainer=cpu",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=2",

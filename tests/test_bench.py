@@ -29,19 +29,19 @@ def test_throughput_bench_smoke():
 def test_sampling_bench_smoke(trained_run):
     run_dir, _, _ = trained_run
     out = run_bench("sampling.py", str(run_dir / "checkpoints" / "last.ckpt"), "data.image_size=8")
-    for sampler in ["ddpm", "ddim", "dpmpp_2m"]:
-        assert f"| {sampler} |" in out
+    for first in ["ddpm 4", "ddim 2", "dpmpp_2m 2", "1", "3"]:  # samplers, then guidance scales
+        assert f"| {first} |" in out
 
 
 @pytest.mark.slow
 def test_recipe_bench_smoke():
     out = run_bench("recipe.py")
     assert "| variant | steps | train s | accuracy | FID ÷ real |" in out
-    assert "| + warm-up, cosine | " in out
+    assert "| + warm-up + cosine | " in out
 
 
 @pytest.mark.slow
 def test_time_to_quality_bench_smoke():
     out = run_bench("time_to_quality.py")
-    assert "| epoch | training wall time (s) | conditional accuracy |" in out
-    assert "| 1 |" in out
+    assert "| recipe | min to accuracy ≥ 98 % | min to FID ≤ 1.5× real |" in out
+    assert "| old |" in out and "| new (the defaults) |" in out

@@ -107,6 +107,11 @@ def test_seed_experiments_reproduce_the_seed_configuration(experiment, tmp_path)
     assert cfg.model.cond_drop_prob == pytest.approx(0.1)
     assert cfg.text_encoder._target_ == "diffusion_lit.text.CLIPEncoder"
     assert cfg.data.num_workers == 2
+    # the seed's training, whatever the defaults become
+    assert cfg.schedule.prediction == "eps" and not cfg.schedule.zero_terminal_snr
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.weight_decay == 0
+    assert cfg.lr_scheduler is None and cfg.min_snr_gamma is None
+    assert cfg.trainer.gradient_clip_val is None
 
 
 def test_quickstart_experiment_runs_on_cpu_with_digits(tmp_path):
@@ -126,3 +131,23 @@ def test_unknown_option_is_refused():
 
     with pytest.raises(MissingConfigException, match="nope"):
         compose_train(["model=nope"])
+
+
+def test_the_sampling_defaults_agree_everywhere(tmp_path):
+    """DDPM, 100 steps, guidance 1.5 (chosen in bench/sampling.py): the sample and evaluate
+    CLIs, the training grids and the Python API."""
+    from hydra import compose, initialize_config_dir
+
+    from diffusion_lit.pipeline import TextToImage, write_class_grid
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        clis = [compose(name, overrides=["ckpt_path=x"]) for name in ("sample", "evaluate")]
+    grid = compose_train([], run_dir=tmp_path).callbacks.sample_grid
+    api = inspect.signature(TextToImage.__call__).parameters
+    card = inspect.signature(write_class_grid).parameters
+    for source in [*clis, grid]:
+        assert (source.sampler, source.steps, source.guidance_scale) == ("ddpm", 100, 1.5)
+    for params in (api, card):
+        assert [params[k].default for k in ("sampler", "steps", "guidance_scale")] == [
+            "ddpm", 100, 1.5
+        ]  # fmt: skip

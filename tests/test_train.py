@@ -39,7 +39,7 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
     assert hp["version"] == 2 and hp["net"]["kind"] == "simple"
-    assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "linear"
+    assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "cosine"
     assert hp["text_encoder"]["kind"] == "minilm" and hp["text_encoder"]["dim"] == 384
     assert set(hp) == {"version", "net", "schedule", "text_encoder", "class_names", "class_prompts"}
     assert hp["class_prompts"][6] == ["Draw a six"] and hp["class_names"][6] == "six"
