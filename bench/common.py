@@ -19,6 +19,33 @@ SMOKE = "--smoke" in sys.argv  # tiny sizes, a temporary folder, nothing recorde
 OUT = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "outputs" / "bench"
 
 
+# the training recipe before the recipe study (bench/recipe.py) and the one it chose (the
+# defaults since), as settings over the defaults: benchmark tables stay reproducible
+OLD_RECIPE = {
+    "lr_scheduler.warmup_steps": 0, "lr_scheduler.cosine": False, "schedule.kind": "linear",
+    "trainer.gradient_clip_val": None,
+}  # fmt: skip
+NEW_RECIPE = {
+    "lr_scheduler.warmup_steps": 100, "lr_scheduler.cosine": True, "schedule.kind": "cosine",
+    "trainer.gradient_clip_val": 1.0,
+}  # fmt: skip
+
+
+def overrides_of(settings: dict) -> list[str]:
+    """OLD_RECIPE updated with ``settings``, as Hydra overrides."""
+
+    def text(value) -> str:
+        return (
+            "null"
+            if value is None
+            else str(value).lower()
+            if value in (True, False)
+            else str(value)
+        )
+
+    return [f"{key}={text(value)}" for key, value in (OLD_RECIPE | settings).items()]
+
+
 def config(overrides: list[str], name: str = "train"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(name, overrides=overrides)

@@ -2,7 +2,8 @@
 wall-clock budget on this machine, then is judged by the evaluation (conditional accuracy, FID
 ÷ real-vs-real, diversity, precision/recall in the judge's features).
 
-    python bench/recipe.py [--budget SECONDS] [--only NAME,NAME] [overrides ...] [--smoke]
+    python bench/recipe.py [--budget SECONDS] [--experiment quickstart] [--only NAME,NAME]
+                           [overrides ...] [--smoke]
 
 ``--only`` takes variant names, comma-separated (e.g. ``--only "+ warm-up + cosine"``).
 
@@ -14,34 +15,50 @@ its horizon. Overrides after the options apply to every variant (e.g. ``data=fas
 import sys
 import time
 
-from common import OUT, SMOKE, LightningStepClock, StepClock, config, record
+from common import (
+    NEW_RECIPE,
+    OUT,
+    SMOKE,
+    LightningStepClock,
+    StepClock,
+    config,
+    overrides_of,
+    record,
+)
 from omegaconf import open_dict
 
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.pipeline import slugify
 from diffusion_lit.train import train
 
-BASE = ["experiment=quickstart", "~callbacks.sample_grid", "~callbacks.curves"]
-WARMUP_COSINE = ["lr_scheduler.warmup_steps=100", "lr_scheduler.cosine=true"]
-WARMUP_CLIP = [*WARMUP_COSINE, "trainer.gradient_clip_val=1.0"]
+BASE = ["~callbacks.sample_grid", "~callbacks.curves"]
+WARMUP_COSINE = {"lr_scheduler.warmup_steps": 100, "lr_scheduler.cosine": True}
+CLIP = {"trainer.gradient_clip_val": 1.0}
+# each variant: settings over OLD_RECIPE (common.py), so that a table stays reproducible when
+# the defaults change (they are NEW_RECIPE now: "+ warm-up + cosine + clip 1.0 + cosine β")
 VARIANTS = {
-    "quickstart (Adam; constant lr; ε)": [],
+    "quickstart (Adam; constant lr; ε)": {},
     "+ warm-up + cosine": WARMUP_COSINE,
-    "+ warm-up + cosine + AdamW wd 0.01": [
-        *WARMUP_COSINE, "optimizer._target_=torch.optim.AdamW", "optimizer.weight_decay=0.01"
-    ],
-    "+ warm-up + cosine + clip 1.0": WARMUP_CLIP,
-    "+ warm-up + cosine + min-SNR-5": [*WARMUP_COSINE, "min_snr_gamma=5"],
-    "+ warm-up + cosine + v": [*WARMUP_COSINE, "schedule.prediction=v"],
-    "+ warm-up + cosine + v + zero-SNR": [
-        *WARMUP_COSINE, "schedule.prediction=v", "schedule.zero_terminal_snr=true"
-    ],
-    "+ warm-up + cosine + x0": [*WARMUP_COSINE, "schedule.prediction=x0"],
-    "+ warm-up + cosine + cosine β": [*WARMUP_COSINE, "schedule.kind=cosine"],
-    "+ warm-up + cosine + width 64": [*WARMUP_COSINE, "model.base_channels=64"],
-    "+ warm-up + cosine + batch 128": [*WARMUP_COSINE, "data.batch_size=128"],
-    "+ warm-up + cosine + clip 1.0 + cosine β": [*WARMUP_CLIP, "schedule.kind=cosine"],
-    "+ warm-up + cosine + clip 1.0 + v": [*WARMUP_CLIP, "schedule.prediction=v"],
+    "+ warm-up + cosine + AdamW wd 0.01": WARMUP_COSINE | {
+        "optimizer._target_": "torch.optim.AdamW", "optimizer.weight_decay": 0.01
+    },
+    "+ warm-up + cosine + clip 1.0": WARMUP_COSINE | CLIP,
+    "+ warm-up + cosine + min-SNR-5": WARMUP_COSINE | {"min_snr_gamma": 5},
+    "+ warm-up + cosine + v": WARMUP_COSINE | {"schedule.prediction": "v"},
+    "+ warm-up + cosine + v + zero-SNR": WARMUP_COSINE | {
+        "schedule.prediction": "v", "schedule.zero_terminal_snr": True
+    },
+    "+ warm-up + cosine + x0": WARMUP_COSINE | {"schedule.prediction": "x0"},
+    "+ warm-up + cosine + cosine β": WARMUP_COSINE | {"schedule.kind": "cosine"},
+    "+ warm-up + cosine + width 64": WARMUP_COSINE | {"model.base_channels": 64},
+    "+ warm-up + cosine + batch 128": WARMUP_COSINE | {"data.batch_size": 128},
+    "+ warm-up + cosine + clip 1.0 + cosine β": WARMUP_COSINE | CLIP | {"schedule.kind": "cosine"},
+    "+ warm-up + cosine + clip 1.0 + v": WARMUP_COSINE | CLIP | {"schedule.prediction": "v"},
+    # the new recipe (the defaults) at other sizes, for 28 px
+    "new: width 32": NEW_RECIPE | {"model.base_channels": 32},
+    "new: width 48": NEW_RECIPE | {"model.base_channels": 48},
+    "new: width 64": NEW_RECIPE | {"model.base_channels": 64},
+    "new: enhanced width 32": NEW_RECIPE | {"model": "enhanced", "model.base_channels": 32},
 }  # fmt: skip
 SMOKE_OVERRIDES = [
     "data.image_size=8", "model.base_channels=4", "model.time_dim=8", "schedule.timesteps=20",
@@ -54,7 +71,7 @@ def option(name: str, default: str) -> str:
 
 
 def overrides_given() -> list[str]:
-    skip = {i + 1 for i, a in enumerate(sys.argv) if a in ("--budget", "--only")}
+    skip = {i + 1 for i, a in enumerate(sys.argv) if a in ("--budget", "--only", "--experiment")}
     return [a for i, a in enumerate(sys.argv[1:], 1) if "=" in a and i not in skip]
 
 
@@ -94,6 +111,7 @@ def config_evaluate(run_dir):
 
 def main() -> None:
     budget = float(option("--budget", "2" if SMOKE else "120"))
+    experiment = f"experiment={option('--experiment', 'quickstart')}"
     only = option("--only", "")
     chosen = {k: v for k, v in VARIANTS.items() if not only or k in only.split(",")}
     if SMOKE:
@@ -101,8 +119,8 @@ def main() -> None:
     extra = overrides_given() + (SMOKE_OVERRIDES if SMOKE else [])
     rows = ["| variant | steps | train s | accuracy | FID ÷ real | diversity | precision "
             "| recall |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, overrides in chosen.items():
-        r = run(name, [*BASE, *overrides, *extra], budget)
+    for name, settings in chosen.items():
+        r = run(name, [experiment, *BASE, *overrides_of(settings), *extra], budget)
         rows.append(
             f"| {name} | {r['train_steps']} | {r['train_seconds']:.0f} "
             f"| {r['conditional_accuracy']:.1%} "
@@ -111,7 +129,7 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     record(
-        f"Recipe: quality after the same {budget:.0f} s training budget per variant",
+        f"Recipe: quality after the same {budget:.0f} s training budget per variant ({experiment})",
         "\n".join(rows),
         notes="Judged with DDPM 100 steps, guidance 3, 50 images per class, EMA weights; "
         "FID in the judge's quality features, ÷ real-vs-real. Overrides for all: "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import OUT, SMOKE, config, record
+from common import NEW_RECIPE, OUT, SMOKE, config, overrides_of, record
 from omegaconf import open_dict
 
 from diffusion_lit.callbacks import averaged_module
@@ -28,11 +28,7 @@ TARGETS = {
     "FID ≤ 1.5× real": lambda r: r["fid_ratio"] <= 1.5,
     "diversity ≥ 0.85": lambda r: r["diversity"] >= 0.85,
 }
-# the quickstart as it was before the recipe study: Adam at a constant rate, ε, DDPM grids
-OLD = ["lr_scheduler=null", "optimizer._target_=torch.optim.Adam", "optimizer.weight_decay=0",
-       "schedule.prediction=eps", "schedule.zero_terminal_snr=false", "min_snr_gamma=null",
-       "trainer.gradient_clip_val=null"]  # fmt: skip
-RECIPES = {"old": OLD, "new (the defaults)": []}
+RECIPES = {"old": overrides_of({}), "new (the defaults)": overrides_of(NEW_RECIPE)}
 SMOKE_OVERRIDES = [
     "data.image_size=8", "model.base_channels=4", "model.time_dim=8", "schedule.timesteps=20",
     "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
