@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: composing a run config, timing steps, recording results."""
 
 import datetime
+import os
 import platform
 import shlex
 import statistics
@@ -14,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DIFFUSION_LIT_DATA", str(ROOT / "data"))  # data/ from any folder
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SMOKE = "--smoke" in sys.argv  # tiny sizes, a temporary folder, nothing recorded: for the tests
 OUT = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "outputs" / "bench"
@@ -49,6 +51,13 @@ def overrides_of(settings: dict) -> list[str]:
 def config(overrides: list[str], name: str = "train"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(name, overrides=overrides)
+
+
+def data_option(overrides: list[str]) -> str:
+    """The ``data`` config option a training config composes to (an experiment picks one)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    return cfg.hydra.runtime.choices.data
 
 
 def sync() -> None:

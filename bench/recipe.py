@@ -3,7 +3,7 @@ wall-clock budget on this machine, then is judged by the evaluation (conditional
 ÷ real-vs-real, diversity, precision/recall in the judge's features).
 
     python bench/recipe.py [--budget SECONDS] [--experiment quickstart] [--only NAME,NAME]
-                           [overrides ...] [--smoke]
+                           [--guidance 1.5] [overrides ...] [--smoke]
 
 ``--only`` takes variant names, comma-separated (e.g. ``--only "+ warm-up + cosine"``).
 
@@ -22,6 +22,7 @@ from common import (
     LightningStepClock,
     StepClock,
     config,
+    data_option,
     overrides_of,
     record,
 )
@@ -71,7 +72,8 @@ def option(name: str, default: str) -> str:
 
 
 def overrides_given() -> list[str]:
-    skip = {i + 1 for i, a in enumerate(sys.argv) if a in ("--budget", "--only", "--experiment")}
+    options = ("--budget", "--only", "--experiment", "--guidance")
+    skip = {i + 1 for i, a in enumerate(sys.argv) if a in options}
     return [a for i, a in enumerate(sys.argv[1:], 1) if "=" in a and i not in skip]
 
 
@@ -95,16 +97,19 @@ def run(name: str, overrides: list[str], budget: float) -> dict:
     start = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - start
-    return evaluate(config_evaluate(run_dir)) | {"train_steps": steps, "train_seconds": seconds}
+    data = [f"data={data_option(overrides)}", *(a for a in overrides if a.startswith("data."))]
+    result = evaluate(config_evaluate(run_dir, data))
+    return result | {"train_steps": steps, "train_seconds": seconds}
 
 
-def config_evaluate(run_dir):
-    """The same judging for every variant: the last checkpoint, DDPM 100 steps, guidance 3."""
-    data = [a for a in overrides_given() if a.startswith("data")]
+def config_evaluate(run_dir, data: list[str]):
+    """The same judging for every variant: the last checkpoint, DDPM 100 steps, ``--guidance``
+    (the sample CLI's 1.5 by default)."""
     n, steps = (2, 5) if SMOKE else (50, 100)
     return config([
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *data, f"images_per_class={n}",
-        f"steps={steps}", "sampler=ddpm", "guidance_scale=3", f"out_dir={run_dir / 'eval'}",
+        f"steps={steps}", "sampler=ddpm", f"guidance_scale={option('--guidance', '1.5')}",
+        f"out_dir={run_dir / 'eval'}",
         f"classifier.dir={OUT / 'classifiers'}",
     ], name="evaluate")  # fmt: skip
 
@@ -131,7 +136,8 @@ def main() -> None:
     record(
         f"Recipe: quality after the same {budget:.0f} s training budget per variant ({experiment})",
         "\n".join(rows),
-        notes="Judged with DDPM 100 steps, guidance 3, 50 images per class, EMA weights; "
+        notes=f"Judged with DDPM 100 steps, guidance {option('--guidance', '1.5')}, 50 images "
+        "per class, EMA weights; "
         "FID in the judge's quality features, ÷ real-vs-real. Overrides for all: "
         f"`{' '.join(extra) or 'none'}`.",
     )

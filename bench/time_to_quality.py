@@ -78,7 +78,9 @@ def main() -> None:
         judge, _ = load_classifier(Path(evaluate(judge_cfg)["classifier"]))
         datamodule = build(cfg.data)
         datamodule.setup("fit")  # the split evaluate uses: the same data config and seed
-        stopwatch = Stopwatch(judge, *real_sets(datamodule), guidance, every)
+        per_class = 20
+        reference = real_sets(datamodule, per_class * len(datamodule.class_names))
+        stopwatch = Stopwatch(judge, *reference, guidance, every, per_class)
         with open_dict(cfg):
             cfg.paths.run_dir = str(OUT / "time_to_quality" / recipe.split()[0])
         train(cfg, extra_callbacks=[stopwatch])

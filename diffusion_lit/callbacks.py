@@ -1,5 +1,5 @@
-"""Training callbacks: the seed's accuracy log, sample grids of every class prompt, and a plot
-of the training curves."""
+"""Training callbacks: the seed's accuracy log, sample grids of every class prompt, a plot of
+the training curves, and logs written out with every checkpoint."""
 
 from pathlib import Path
 
@@ -49,6 +49,16 @@ def warmup_ema(decay: float):
         return d * averaged + (1 - d) * current  # (also right for constant bool buffers)
 
     return update
+
+
+class FlushLogsOnCheckpoint(L.Callback):
+    """Writes the loggers' buffered rows whenever a checkpoint is saved. A CSVLogger otherwise
+    writes ``metrics.csv`` every 100 steps, so a run killed later would lose rows logged before
+    its checkpoint, which the resumed run does not log again."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, *args) -> None:
+        for logger in trainer.loggers:
+            logger.save()
 
 
 class WarmupEMA(WeightAveraging):

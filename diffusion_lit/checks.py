@@ -95,7 +95,8 @@ def path(cfg, key: str, optional: bool = False) -> Path | None:
 
 
 def model_path(cfg, key: str = "ckpt_path", optional: bool = False) -> Path | None:
-    """A checkpoint file (non-empty) or an export folder that exists."""
+    """A checkpoint file or an export folder that exists (reading it checks the rest: see
+    :func:`diffusion_lit.artifacts.read_checkpoint`)."""
     p = path(cfg, key, optional)
     if p is None:
         return None
@@ -104,16 +105,11 @@ def model_path(cfg, key: str = "ckpt_path", optional: bool = False) -> Path | No
             f"{key}={str(p)!r} does not exist: pass a .ckpt file (e.g. outputs/runs/<run>/"
             "checkpoints/last.ckpt) or an export folder."
         )
-    if p.is_file() and p.stat().st_size == 0:
-        raise UserError(
-            f"{key}={str(p)!r} is an empty file (0 bytes), perhaps from a full disk or an "
-            "interrupted copy: pass another checkpoint, e.g. <run dir>/checkpoints/last.ckpt."
-        )
     return p
 
 
 def checkpoint_file(cfg, key: str = "ckpt_path") -> Path:
-    """A training checkpoint: a non-empty file (not an export folder)."""
+    """A training checkpoint file (not an export folder)."""
     p = model_path(cfg, key)
     if p.is_dir():
         raise UserError(

@@ -116,7 +116,12 @@ def check(cfg: DictConfig) -> None:
     checks.real(cfg, "classifier.lr", 0, 10, above=True)
     checks.integer(cfg, "images_per_class", 1, 100_000)
     checks.out_dir(cfg, optional=True)
-    checks.model_path(cfg, "inception_weights", optional=True)
+    weights = checks.path(cfg, "inception_weights", optional=True)
+    if weights is not None and not weights.is_file():
+        raise UserError(
+            f"inception_weights={str(weights)!r} is not a file: pass the FID Inception weights' "
+            "path, or leave it null to skip that metric."
+        )
     if checks.value(cfg, "clip_model") is not None:
         checks.path(cfg, "clip_model")
 
@@ -156,7 +161,7 @@ def evaluate(cfg: DictConfig) -> dict:
     )  # fmt: skip
     samples = images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
     labels = torch.arange(len(classes)).repeat_interleave(n)
-    heldout, reference = real_sets(datamodule)
+    heldout, reference = real_sets(datamodule, len(samples))
 
     result = {
         "checkpoint": str(cfg.ckpt_path),
@@ -164,6 +169,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "eta": cfg.eta,
         "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema, "seed": cfg.seed,
         "images_per_class": n, "heldout_images": len(heldout[0]),
+        "reference_images": len(reference[0]),
         "classifier": str(path), "classifier_accuracy": meta["val_accuracy"],
         "sampling_seconds": seconds, "images_per_second": len(samples) / seconds,
     }  # fmt: skip

@@ -68,12 +68,13 @@ def stack(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.tensor(labels)
 
 
-def real_sets(datamodule) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    """(images, labels) of the held-out images, which samples are compared with, and of as
-    many training images, without augmentation (the val transform over train indices): the
-    real-vs-real reference."""
+def real_sets(datamodule, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """(images, labels) of the held-out images, which samples are compared with, and of ``n``
+    training images, without augmentation (the val transform over train indices): the
+    real-vs-real reference. ``n`` is the number of samples: FID and the k-NN radii of
+    precision/recall depend on the set sizes, so the reference has the samples' size."""
     heldout = stack(datamodule.val_set)
-    train_indices = datamodule.train_set.indices[: len(heldout[0])]
+    train_indices = datamodule.train_set.indices[:n]
     return heldout, stack(Subset(datamodule.val_set.dataset, train_indices))
 
 

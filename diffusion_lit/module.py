@@ -18,7 +18,8 @@ EPOCH_METRICS = ("train_loss", "train_acc")
 
 
 class PseudoAccuracy(MeanSquaredError):
-    """The seed's pseudo-accuracy, 1 − MSE(x̂_0, x_0), averaged over every pixel seen."""
+    """The seed's pseudo-accuracy, 1 − MSE(x̂_0, x_0), averaged over every pixel seen; with
+    x̂_0 in [-1, 1] it lies in [-3, 1]."""
 
     def compute(self) -> torch.Tensor:
         return 1 - super().compute()
@@ -39,9 +40,9 @@ class DiffusionModule(L.LightningModule):
     hyperparameter, so a checkpoint's ``hyper_parameters`` rebuild the model without running
     anything named in the file. ``net`` is the UNet built from the training config (by default,
     built from the spec); ``optimizer`` (a partial taking ``params``), ``lr_scheduler`` (a
-    partial taking the optimizer and the number of steps), ``min_snr_gamma`` (the loss
-    weighting), ``channels_last``, ``compile`` and ``seed`` are training options, not part of
-    the model. The encoded prompts are buffers in ``self.prompts``.
+    partial taking the optimizer and a function giving the number of steps), ``min_snr_gamma``
+    (the loss weighting), ``channels_last``, ``compile`` and ``seed`` are training options, not
+    part of the model. The encoded prompts are buffers in ``self.prompts``.
     """
 
     def __init__(
@@ -109,7 +110,9 @@ class DiffusionModule(L.LightningModule):
             (per_sample * self.loss_weights(t)).mean() if self.min_snr_gamma else per_sample.mean()
         )
         loss_metric.update(out.detach(), target)
-        acc_metric.update(self.schedule.predict_x0(x_t, t, out.detach()), x0)
+        # x̂_0 clipped to the data range, as the samplers clip it: unclipped, ε̂'s error at t ≈ T
+        # is divided by √ᾱ_T (~1e-4 for the cosine β) and the average says nothing
+        acc_metric.update(self.schedule.predict_x0(x_t, t, out.detach()).clamp(-1, 1), x0)
         return loss
 
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
@@ -205,7 +208,8 @@ class DiffusionModule(L.LightningModule):
         optimizer = self.optimizer(params=self.net.parameters())
         if self.lr_scheduler is None:
             return optimizer
-        scheduler = self.lr_scheduler(optimizer, self.trainer.estimated_stepping_batches)
+        # the step count is asked later, see diffusion_lit.optim.warmup_cosine
+        scheduler = self.lr_scheduler(optimizer, lambda: self.trainer.estimated_stepping_batches)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,6 +1,7 @@
 """The learning-rate schedule: a linear warm-up, then constant or a cosine decay."""
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -8,7 +9,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 def warmup_cosine(
     optimizer: torch.optim.Optimizer,
-    total_steps: float,
+    total_steps: float | Callable[[], float],
     warmup_steps: int = 0,
     cosine: bool = True,
     min_lr_ratio: float = 0.0,
@@ -18,15 +19,29 @@ def warmup_cosine(
     ``total_steps`` (Loshchilov & Hutter 2017, without restarts). A run without a step count
     (``max_epochs=-1``, a time limit) keeps the rate constant after the warm-up.
 
+    ``total_steps`` may be a function, asked once, after the first step past the warm-up: a
+    LightningModule passes ``lambda: trainer.estimated_stepping_batches``, which must not be
+    asked in ``configure_optimizers`` — it loads the training data before Lightning restores a
+    mid-epoch checkpoint's data-loader position, and the resumed epoch would start over.
+
     Hand-written: torch's ``SequentialLR(LinearLR, CosineAnnealingLR)`` needs the step count
     when the config is written, and Lightning only knows it when training starts."""
+
+    known: list[float] = []
+
+    def total() -> float:
+        if not known:
+            known.append(float(total_steps() if callable(total_steps) else total_steps))
+        return known[0]
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if not cosine or not math.isfinite(total_steps) or total_steps <= warmup_steps:
+        if not cosine or step == warmup_steps:  # the top of the cosine: 1 whatever the total
             return 1.0
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        if not math.isfinite(total()) or total() <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total() - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)

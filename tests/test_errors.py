@@ -145,7 +145,7 @@ def test_flower_images_of_any_mode_load_as_rgb(tmp_path, mode, color, suffix):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["ckpt_path={empty}"], ["empty file (0 bytes)"]),
+        (["ckpt_path={empty}"], ["is empty (0 bytes)"]),
         (["guidance_scale=nan"], ["guidance_scale=nan is not a finite number"]),
         (["device=cuda"], ["device='cuda' names a CUDA GPU", "device=cpu"]),
         (["num_images=0"], ["num_images=0 is not an integer from 1"]),

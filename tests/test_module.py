@@ -131,3 +131,14 @@ def test_warmup_then_cosine_learning_rate():
     assert all(a >= b for a, b in zip(up[3:], up[4:], strict=False))  # falls after the warm-up
     assert rates(float("inf"), warmup_steps=2)[2:] == [1.0] * 8  # no step count: constant
     assert rates(10, cosine=False) == [1.0] * 10
+
+    # a step count given as a function is asked only once training is under way: Lightning's
+    # estimated_stepping_batches, asked earlier, would lose a mid-epoch resume's data position
+    asked = []
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_cosine(optimizer, lambda: asked.append(1) or 9, warmup_steps=4)
+    for _ in range(4):  # the warm-up, up to the top of the cosine
+        schedule.step()
+    assert not asked
+    schedule.step()
+    assert asked == [1] and optimizer.param_groups[0]["lr"] < 1.0
