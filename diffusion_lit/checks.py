@@ -169,6 +169,24 @@ def sampling(cfg) -> None:
     device(cfg)
 
 
+def synonyms(cfg, key: str) -> None:
+    """A mapping of class names to lists of other names (absent or null: none)."""
+    x = value(cfg, key)
+    if x is None:
+        return
+    ok = isinstance(x, DictConfig | dict) and all(
+        isinstance(v, str)
+        or isinstance(v, ListConfig | list)
+        and all(isinstance(i, str) for i in v)
+        for v in x.values()
+    )
+    if not ok:
+        raise UserError(
+            f"{key}={_show(x)} is not a mapping of class names to lists of names; pass e.g. "
+            f"{key}='{{six: [\"6\"]}}'."
+        )
+
+
 def data(cfg) -> None:
     """The ``data`` group's values, shared by training and evaluation."""
     integer(cfg, "data.batch_size", 1, 1_000_000)
@@ -177,6 +195,7 @@ def data(cfg) -> None:
     integer(cfg, "data.num_workers", 0, 256)
     real(cfg, "data.val_fraction", 0, 1, above=True)
     texts(cfg, "data.prompt_templates")
+    synonyms(cfg, "data.class_synonyms")
     integer(cfg, "data.split_seed", 0, MAX_SEED)
     for key in ("hflip", "pin_memory", "persistent_workers", "download"):
         if value(cfg, f"data.{key}") is not None:

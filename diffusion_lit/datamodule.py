@@ -54,6 +54,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int,
         channels: int,
         prompt_templates: list[str] | str,
+        class_synonyms: dict | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 128,
         num_workers: int = 2,
@@ -72,6 +73,7 @@ class ImageDataModule(L.LightningDataModule):
         self.prompt_templates = (
             [prompt_templates] if isinstance(prompt_templates, str) else list(prompt_templates)
         )
+        self.class_synonyms = dict(class_synonyms or {})
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
@@ -87,7 +89,7 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def class_prompts(self) -> list[list[str]]:
-        return class_prompts(self.class_names, self.prompt_templates)
+        return class_prompts(self.class_names, self.prompt_templates, self.class_synonyms)
 
     def prepare_data(self) -> None:
         self.dataset(transform=None)  # downloads where the dataset can; fails early otherwise

@@ -14,11 +14,13 @@ from omegaconf import DictConfig, open_dict
 
 from diffusion_lit import checks
 from diffusion_lit.config import build
+from diffusion_lit.data import class_prompts
 from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.evaluation import (
     evaluate_samples,
     has_classifier,
     load_classifier,
+    predict,
     real_sets,
     save_classifier,
     timed,
@@ -115,6 +117,7 @@ def check(cfg: DictConfig) -> None:
     checks.integer(cfg, "classifier.batch_size", 1, 1_000_000)
     checks.real(cfg, "classifier.lr", 0, 10, above=True)
     checks.integer(cfg, "images_per_class", 1, 100_000)
+    checks.integer(cfg, "phrasing_images_per_class", 0, 100_000)
     checks.out_dir(cfg, optional=True)
     weights = checks.path(cfg, "inception_weights", optional=True)
     if weights is not None and not weights.is_file():
@@ -176,7 +179,39 @@ def evaluate(cfg: DictConfig) -> dict:
     result |= evaluate_samples(judge, samples, labels, heldout, reference, classes)
     prompts = [p for p in pipe.class_prompts for _ in range(n)]
     result |= standard_metrics(cfg, heldout[0], samples, prompts)
+    result |= phrasing_accuracy(cfg, pipe, judge, classes)
     write_report(result, images, Path(cfg.out_dir or default_out_dir(cfg)))
+    return result
+
+
+def phrasing_accuracy(cfg: DictConfig, pipe: TextToImage, judge, classes: list[str]) -> dict:
+    """Conditional accuracy on the model's training prompts and on held-out phrasings (the
+    data's ``conf/heldout`` file), ``phrasing_images_per_class`` images per class cycling
+    through each class's prompts, plus the accuracy of every held-out prompt."""
+    n = cfg.phrasing_images_per_class
+    if not n:
+        return {}
+    sets = {"training_phrasings": list(pipe.module.hparams.class_prompts)}
+    if cfg.get("heldout"):
+        sets["heldout_phrasings"] = class_prompts(
+            classes, list(cfg.heldout.prompt_templates), cfg.heldout.get("class_synonyms"),
+            where="heldout",
+        )  # fmt: skip
+    result = {}
+    for name, per_class in sets.items():
+        prompts = [ps[j % len(ps)] for ps in per_class for j in range(n)]
+        labels = torch.arange(len(per_class)).repeat_interleave(n)
+        images = pipe(
+            prompts, guidance_scale=cfg.guidance_scale, sampler=cfg.sampler, steps=cfg.steps,
+            timestep_spacing=cfg.timestep_spacing, eta=cfg.eta, seed=cfg.seed,
+            batch_size=cfg.batch_size, progress=False,
+        ).flatten(0, 1)  # fmt: skip
+        correct = (predict(judge, images * 2 - 1) == labels).float()
+        by_prompt = {p: [] for p in prompts}
+        for p, c in zip(prompts, correct.tolist(), strict=True):
+            by_prompt[p].append(c)
+        result[f"{name}_accuracy"] = correct.mean().item()
+        result[f"{name}_per_prompt"] = {p: sum(c) / len(c) for p, c in by_prompt.items()}
     return result
 
 
@@ -199,6 +234,20 @@ def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:
     log.info("Wrote %s", out_dir / "eval.json")
 
 
+def phrasing_rows(r: dict) -> list[str]:
+    rows = []
+    for name, label in [("training", "training"), ("heldout", "held-out")]:
+        if f"{name}_phrasings_accuracy" in r:
+            per_prompt = r[f"{name}_phrasings_per_prompt"]
+            worst = min(per_prompt, key=per_prompt.get)
+            rows.append(
+                f"| conditional accuracy, {label} phrasings ({len(per_prompt)} prompts) "
+                f"| {r[f'{name}_phrasings_accuracy']:.1%} (worst: {worst!r} "
+                f"{per_prompt[worst]:.0%}) | | |"
+            )
+    return rows
+
+
 def report_table(r: dict) -> str:
     return "\n".join([
         f"{r['sampler']} {r['steps']} steps, guidance {r['guidance_scale']:g}, "
@@ -209,6 +258,7 @@ def report_table(r: dict) -> str:
         "|---|---|---|---|",
         f"| conditional accuracy | {r['conditional_accuracy']:.1%} "
         f"| {r['classifier_accuracy']:.1%} (judge on held-out) | |",
+        *phrasing_rows(r),
         f"| FID | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} | {r['fid_ratio']:.2f}× |",
         f"| KID | {r['kid_mean']:.4f} ± {r['kid_std']:.4f} "
         f"| {r['kid_mean_real_vs_real']:.4f} ± {r['kid_std_real_vs_real']:.4f} "

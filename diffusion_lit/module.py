@@ -41,8 +41,8 @@ class DiffusionModule(L.LightningModule):
     anything named in the file. ``net`` is the UNet built from the training config (by default,
     built from the spec); ``optimizer`` (a partial taking ``params``), ``lr_scheduler`` (a
     partial taking the optimizer and a function giving the number of steps), ``min_snr_gamma``
-    (the loss weighting), ``channels_last``, ``compile`` and ``seed`` are training options, not
-    part of the model. The encoded prompts are buffers in ``self.prompts``.
+    (the loss weighting), ``channels_last``, ``compile`` (in ``compile_mode``) and ``seed`` are
+    training options, not part of the model. The encoded prompts are buffers in ``self.prompts``.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class DiffusionModule(L.LightningModule):
         min_snr_gamma: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: str = "default",
         seed: int = 0,
     ):
         super().__init__()
@@ -63,7 +64,8 @@ class DiffusionModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         if compile:
-            self.net.compile()  # in place: parameter names, and so checkpoints, stay the same
+            # in place: parameter names, and so checkpoints, stay the same
+            self.net.compile(mode=compile_mode)
         self.schedule = build_component(spec, "schedule")
         self.optimizer, self.lr_scheduler, self.seed = optimizer, lr_scheduler, seed
         self.min_snr_gamma = min_snr_gamma

@@ -13,9 +13,11 @@ from diffusion_lit.pipeline import TextToImage
 log = logging.getLogger(__name__)
 
 
-def sample(cfg: DictConfig) -> Path:
+def sample(cfg: DictConfig) -> Path | None:
     """Writes ``<out_dir>/<slug>/NNN.png`` per prompt and ``<out_dir>/grid.png``; returns grid."""
     checks.model_path(cfg, "ckpt_path")
+    if cfg.prompts == "list":
+        return list_prompts(cfg)
     checks.sampling(cfg)
     checks.integer(cfg, "num_images", 1, 100_000)
     checks.out_dir(cfg)
@@ -38,6 +40,13 @@ def sample(cfg: DictConfig) -> Path:
         "Wrote %d images per prompt for %d prompts; grid: %s", cfg.num_images, len(prompts), grid
     )
     return grid
+
+
+def list_prompts(cfg: DictConfig) -> None:
+    """``prompts=list``: prints what the model was trained to draw, one class a line."""
+    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device="cpu", use_ema=cfg.use_ema)
+    for name, prompts in pipe.training_prompts.items():
+        print(f"{name}: " + " | ".join(prompts))
 
 
 @hydra.main(config_path="../conf", config_name="sample", version_base="1.3")

@@ -64,6 +64,7 @@ def check(cfg: DictConfig) -> None:
         checks.checkpoint_file(cfg)
     checks.flag(cfg, "channels_last")
     checks.flag(cfg, "compile")
+    checks.one_of(cfg, "compile_mode", ["default", "reduce-overhead", "max-autotune"])
     checks.data(cfg)
     checks.integer(cfg, "model.base_channels", 1, 1024)
     checks.integer(cfg, "model.time_dim", 2, 4096)
@@ -113,6 +114,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         min_snr_gamma=cfg.get("min_snr_gamma"),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        compile_mode=cfg.get("compile_mode", "default"),
         seed=cfg.seed,
     )
     module.encode_prompts(encoder)

@@ -45,3 +45,11 @@ def test_time_to_quality_bench_smoke():
     out = run_bench("time_to_quality.py")
     assert "| recipe | min to accuracy ≥ 98 % | min to FID ≤ 1.5× real |" in out
     assert "| old |" in out and "| new (the defaults) |" in out
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke():  # on a CPU: the levers without compiling, no sync check
+    out = run_bench("gpu_check.py")
+    assert "| 32-bit | " in out and "| + 4 loader workers, pinned memory | " in out
+    assert "| dpmpp_2m, 3 | bf16 autocast | " in out and "| dpmpp_2m, 3 | 32-bit | " in out
+    assert "diffusers UNet2DConditionModel, plain loop" in out

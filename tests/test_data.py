@@ -3,11 +3,15 @@ import struct
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
 from PIL import Image
 
 from diffusion_lit.data import MNIST, Digits, FlowerFolder, class_prompts
 from diffusion_lit.datamodule import ImageDataModule, image_transform
 from diffusion_lit.errors import UserError
+
+from conftest import CONF_DIR
 
 
 def write_image(path, color=(200, 30, 30), mode="RGB", size=(20, 16)):
@@ -112,6 +116,41 @@ def test_digits_are_the_bundled_1797_images():
 def test_class_prompts_from_templates():
     prompts = class_prompts(["six", "red_rose"], ["Draw a {name}", "{Name}"])
     assert prompts == [["Draw a six", "Six"], ["Draw a red rose", "Red rose"]]
+
+
+def test_class_prompts_with_synonyms_keep_the_class_prompt_first_and_every_class_as_wide():
+    prompts = class_prompts(
+        ["six", "bag"], ["Draw a {name}", "{name}"], {"six": ["6", "half a dozen"]}
+    )
+    assert prompts[0] == [
+        "Draw a six",
+        "six",
+        "Draw a 6",
+        "6",
+        "Draw a half a dozen",
+        "half a dozen",
+    ]
+    assert prompts[1] == ["Draw a bag", "bag"] * 3  # repeated to the widest class
+    with pytest.raises(UserError, match=r"class_synonyms names \['seven'\]"):
+        class_prompts(["six"], ["{name}"], {"seven": ["7"]})
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "flowers"])
+def test_heldout_phrasings_are_never_trained_on(data):
+    """conf/heldout/<data>.yaml measures understanding of unseen requests: none of its prompts
+    may be among the training prompts of the same data config."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"data={data}"])
+    names = {"flowers": ["roses", "red_tulips"]}.get(data) or get_class(
+        cfg.data.dataset._target_
+    ).classes
+    names = [n.lower() for n in names]
+    train = class_prompts(names, list(cfg.data.prompt_templates), cfg.data.get("class_synonyms"))
+    heldout = class_prompts(
+        names, list(cfg.heldout.prompt_templates), cfg.heldout.get("class_synonyms")
+    )
+    trained = {p.lower() for ps in train for p in ps}
+    assert trained and not trained & {p.lower() for ps in heldout for p in ps}
 
 
 def test_datamodule_split_is_deterministic_and_batches_are_normalised():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_data import write_idx
 
-from diffusion_lit.callbacks import warmup_ema
+from diffusion_lit.callbacks import WarmupEMAModel
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.train import train
 
@@ -59,10 +59,22 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_what_sampling_uses(enhance
 
 
 def test_ema_decay_warms_up():
-    update = warmup_ema(0.999)
-    avg, cur = torch.zeros(3), torch.ones(3)
-    torch.testing.assert_close(update(avg, cur, torch.tensor(0)), torch.full((3,), 0.9))
-    torch.testing.assert_close(update(avg, cur, torch.tensor(10**6)), torch.full((3,), 0.001))
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("count", torch.tensor(7))
+    ema = WarmupEMAModel(model, decay=0.999, use_buffers=True)
+
+    def update_to(value: float) -> torch.Tensor:
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.count += 1
+        ema.update_parameters(model)
+        return ema.module.weight
+
+    torch.testing.assert_close(update_to(1.0), torch.ones(1, 2))  # the first update copies
+    torch.testing.assert_close(update_to(0.0), torch.full((1, 2), 2 / 11))  # n = 1: 2/11 kept
+    assert ema.module.count == model.count == 9  # integer buffers follow the model
+    ema.n_averaged.fill_(10**6)
+    torch.testing.assert_close(update_to(1.0), torch.full((1, 2), 2 / 11 * 0.999 + 0.001))
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddpm", 20), ("ddim", 5), ("dpmpp_2m", 5)])

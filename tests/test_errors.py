@@ -182,8 +182,18 @@ def test_one_prompt_as_a_string_is_a_one_prompt_list(trained_run, tmp_path, run_
         (["trainer.accelerator=gpu"], ["The trainer refuses its settings", "trainer."]),
         (["data.prompt_templates='Draw a {nom}'"], ["{name} or {Name}"]),
         (["seed=-1"], ["seed=-1 is not an integer"]),
+        (["data.class_synonyms={seven: [7]}"], ["data.class_synonyms", "lists of names"]),
+        (["+data.class_synonyms.sixx=[VI]"], ["names ['sixx']", "classes are"]),
     ],
-    ids=["batch-size-0", "negative-lr", "gpu-without-gpu", "bad-template", "negative-seed"],
+    ids=[
+        "batch-size-0",
+        "negative-lr",
+        "gpu-without-gpu",
+        "bad-template",
+        "negative-seed",
+        "synonym-not-text",
+        "synonym-of-no-class",
+    ],  # fmt: skip
 )
 def test_training_values_are_checked_first(tmp_path, monkeypatch, run_cli, args, fragments):
     monkeypatch.chdir(tmp_path)

@@ -127,6 +127,12 @@ def test_evaluate_cli_trains_the_judge_and_writes_eval_json(trained_run, tmp_pat
     )
     assert "skipped" in saved["notes"]["fid_inception"]
     assert (tmp_path / "eval" / "grid.png").is_file() and (tmp_path / "eval" / "eval.md").is_file()
+    # accuracy on the training phrasings and on held-out ones (conf/heldout/digits.yaml), by prompt
+    assert 0 <= saved["training_phrasings_accuracy"] <= 1
+    assert 0 <= saved["heldout_phrasings_accuracy"] <= 1
+    assert "Draw a six" in saved["training_phrasings_per_prompt"]
+    assert "please sketch the number six" in saved["heldout_phrasings_per_prompt"]
+    assert "held-out phrasings" in (tmp_path / "eval" / "eval.md").read_text()
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[*overrides, "use_ema=false", "guidance_scale=1"])
@@ -138,7 +144,8 @@ def test_evaluate_trains_the_judge_it_lacks(trained_run, tmp_path, caplog):
     run_dir, _, _ = trained_run
     overrides = [
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"classifier.dir={tmp_path}",
-        "classifier.epochs=1", "images_per_class=2", "steps=2", f"out_dir={tmp_path}/eval",
+        "classifier.epochs=1", "images_per_class=2", "phrasing_images_per_class=1", "steps=2",
+        f"out_dir={tmp_path}/eval",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=overrides)

@@ -1,6 +1,8 @@
 import csv
+import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -240,3 +242,32 @@ def test_the_recipe_options_train_sample_and_export(tiny_cfg, tmp_path, predicti
             for path in (ckpt, folder)
         ]
         assert torch.isfinite(images[0]).all() and torch.equal(images[0], images[1])
+
+
+def test_a_prompt_unlike_every_training_prompt_is_drawn_with_a_one_line_warning(
+    trained_run, caplog
+):
+    run_dir, _, _ = trained_run
+    pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
+    kw = dict(num_images=1, steps=2, progress=False)
+    with caplog.at_level(logging.WARNING, logger="diffusion_lit.pipeline"):
+        pipe(["Draw a six", "please sketch the number six"], **kw)  # trained / a rephrasing
+        assert not caplog.records
+        images = pipe(["a red car"], **kw)
+    assert images.shape[:2] == (1, 1)  # still drawn
+    [record] = caplog.records
+    assert re.fullmatch(
+        r"'a red car' is not like any training prompt; nearest: '.+' \(0\.\d\d\)",
+        record.getMessage(),
+    )
+
+
+def test_sample_cli_lists_what_the_model_can_draw(trained_run, capsys):
+    run_dir, _, _ = trained_run
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        cfg = compose("sample", overrides=[f"ckpt_path={ckpt}", "prompts=list"])
+    assert sample(cfg) is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10
+    assert lines[6].startswith("six: Draw a six | a handwritten six") and "| 6" in lines[6]

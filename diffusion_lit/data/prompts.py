@@ -7,11 +7,18 @@ from diffusion_lit.errors import UserError
 PLACEHOLDERS = {"name", "Name"}
 
 
-def class_prompts(class_names: list[str], templates: list[str]) -> list[list[str]]:
-    """One prompt per (class, template). Templates use ``{name}`` ("Draw a {name}" → "Draw a
-    six") or ``{Name}`` for the capitalised name ("{Name}" → "Orchids")."""
+def class_prompts(
+    class_names: list[str], templates: list[str], synonyms: dict | None = None, where: str = "data"
+) -> list[list[str]]:
+    """Every class's prompts: each template (``{name}``: "Draw a {name}" → "Draw a six";
+    ``{Name}``: capitalised) with the class name and each of its ``synonyms`` ("six": ["6"]).
+    The first prompt of a class is the first template with its name. Classes with fewer names
+    repeat their prompts in order, so every class has as many (the prompt bank is a
+    classes × prompts table). ``where`` names the config keys in errors."""
     if not templates:
-        raise UserError("data.prompt_templates is empty: give at least one, e.g. 'Draw a {name}'.")
+        raise UserError(
+            f"{where}.prompt_templates is empty: give at least one, e.g. 'Draw a {{name}}'."
+        )
     for template in templates:
         try:
             fields = {f for _, f, _, _ in Formatter().parse(template) if f is not None}
@@ -19,8 +26,22 @@ def class_prompts(class_names: list[str], templates: list[str]) -> list[list[str
             fields = {str(err)}
         if not fields or not fields <= PLACEHOLDERS:
             raise UserError(
-                f"data.prompt_templates: {template!r} must name the class with {{name}} or "
+                f"{where}.prompt_templates: {template!r} must name the class with {{name}} or "
                 "{Name} and nothing else in braces, e.g. 'Draw a {name}'."
             )
-    names = [n.replace("_", " ") for n in class_names]
-    return [[t.format(name=n, Name=n[:1].upper() + n[1:]) for t in templates] for n in names]
+    synonyms = dict(synonyms or {})
+    unknown = sorted(set(synonyms) - set(class_names))
+    if unknown:
+        raise UserError(
+            f"{where}.class_synonyms names {unknown}, which are not classes of the data; the "
+            f"classes are {class_names}."
+        )
+    per_class = []
+    for name in class_names:
+        extra = synonyms.get(name) or []
+        names = [name.replace("_", " "), *map(str, [extra] if isinstance(extra, str) else extra)]
+        per_class.append(
+            [t.format(name=n, Name=n[:1].upper() + n[1:]) for n in names for t in templates]
+        )
+    width = max(len(p) for p in per_class)
+    return [[p[i % len(p)] for i in range(width)] for p in per_class]
