@@ -51,7 +51,7 @@ def test_export_writes_weights_prompts_config_and_model_card(exported):
     assert config["image_size"] == 8 and config["channels"] == 1 and config["version"] == 2
     assert spec["net"]["kind"] == "simple" and spec["text_encoder"]["kind"] == "minilm"
     assert spec["schedule"]["timesteps"] == 20
-    assert spec["class_prompts"][6] == ["Draw a six"]
+    assert spec["class_prompts"][6][:2] == ["Draw a six", "a handwritten six"]
     assert config["source"]["weights"] == "EMA" and config["source"]["epochs"] == 2
     card = (out_dir / "README.md").read_text()
     assert "after 2 epochs" in card and "2 epochs in `accuracy_log.txt`" in card

@@ -44,8 +44,9 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "cosine"
     assert hp["text_encoder"]["kind"] == "minilm" and hp["text_encoder"]["dim"] == 384
     assert set(hp) == {"version", "net", "schedule", "text_encoder", "class_names", "class_prompts"}
-    assert hp["class_prompts"][6] == ["Draw a six"] and hp["class_names"][6] == "six"
-    assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 1, 384)
+    assert hp["class_prompts"][6][0] == "Draw a six" and hp["class_names"][6] == "six"
+    assert "Draw a 6" in hp["class_prompts"][6]  # the vocabulary: templates × name and numeral
+    assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 12, 384)  # every prompt, encoded
 
 
 def test_overfitting_one_batch_drives_the_loss_down(tiny_cfg):
