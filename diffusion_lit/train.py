@@ -114,7 +114,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         min_snr_gamma=cfg.get("min_snr_gamma"),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
-        compile_mode=cfg.get("compile_mode", "default"),
+        compile_mode=cfg.compile_mode,
         seed=cfg.seed,
     )
     module.encode_prompts(encoder)
