@@ -7,7 +7,7 @@ ARGS ?=
 # the newest run's last checkpoint, for `make sample`
 CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
-.PHONY: setup train test sample evaluate bench lint fashion-mnist clean
+.PHONY: setup train test sample evaluate demo bench lint fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ sample: $(STAMP)
 evaluate: $(STAMP)
 	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }
 	$(BIN)/python -m diffusion_lit.evaluate ckpt_path=$(CKPT) data=digits $(ARGS)
+
+# the web page on http://127.0.0.1:7860/ (the newest run's last checkpoint unless CKPT=...)
+demo: $(STAMP)
+	$(BIN)/python -m diffusion_lit.demo $(if $(CKPT),ckpt_path=$(CKPT)) $(ARGS)
 
 # the benchmarks; each appends its table to bench/RESULTS.md (sampling needs a quickstart run)
 bench: $(STAMP)

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MeanSquaredError
 
 from diffusion_lit.errors import UserError
-from diffusion_lit.samplers import run_sampler
+from diffusion_lit.samplers import StepCallback, run_sampler
 from diffusion_lit.spec import build_component
 from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
 
@@ -41,8 +41,9 @@ class DiffusionModule(L.LightningModule):
     anything named in the file. ``net`` is the UNet built from the training config (by default,
     built from the spec); ``optimizer`` (a partial taking ``params``), ``lr_scheduler`` (a
     partial taking the optimizer and a function giving the number of steps), ``min_snr_gamma``
-    (the loss weighting), ``channels_last``, ``compile`` (in ``compile_mode``) and ``seed`` are
-    training options, not part of the model. The encoded prompts are buffers in ``self.prompts``.
+    (the loss weighting), ``text_noise`` (see :meth:`class_text`), ``channels_last``,
+    ``compile`` (in ``compile_mode``) and ``seed`` are training options, not part of the model.
+    The encoded prompts are buffers in ``self.prompts``.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class DiffusionModule(L.LightningModule):
         optimizer: Callable | None = None,
         lr_scheduler: Callable | None = None,
         min_snr_gamma: float | None = None,
+        text_noise: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
@@ -68,7 +70,7 @@ class DiffusionModule(L.LightningModule):
             self.net.compile(mode=compile_mode)
         self.schedule = build_component(spec, "schedule")
         self.optimizer, self.lr_scheduler, self.seed = optimizer, lr_scheduler, seed
-        self.min_snr_gamma = min_snr_gamma
+        self.min_snr_gamma, self.text_noise = min_snr_gamma, text_noise
         self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
@@ -81,12 +83,23 @@ class DiffusionModule(L.LightningModule):
     def class_text(
         self, labels: torch.Tensor, generator: torch.Generator | None = None
     ) -> TextEmbedding:
-        """The text embedding of each label's prompt, a random template per sample."""
+        """The text embedding of each label's prompt, a random template per sample. In training,
+        with ``text_noise`` = σ > 0, each vector gets Gaussian noise of σ times its own norm
+        (conditioning augmentation, as StackGAN's and Imagen's): the network then sees a
+        neighbourhood of each prompt, not a point, which should carry over to phrasings near it."""
         num_templates = self.prompts.pooled.shape[1]
         templates = torch.randint(
             num_templates, labels.shape, device=labels.device, generator=generator
         )
-        return self.prompts.lookup(labels, templates)
+        text = self.prompts.lookup(labels, templates)
+        if not (self.training and self.text_noise):
+            return text
+
+        def jitter(z: torch.Tensor) -> torch.Tensor:
+            noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
+            return z + self.text_noise * z.norm(dim=-1, keepdim=True) * noise / z.shape[-1] ** 0.5
+
+        return TextEmbedding(jitter(text.pooled), jitter(text.tokens), text.mask)
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding):
         """The network's output: ε̂, v̂ or x̂_0 (``schedule.prediction``)."""
@@ -240,9 +253,11 @@ class DiffusionModule(L.LightningModule):
         generator: torch.Generator | None = None,
         progress: bool = True,
         timestep_spacing: str = "linspace",
+        callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
-        comes from ``generator`` on the CPU, so a seed gives the same images on any device."""
+        comes from ``generator`` on the CPU, so a seed gives the same images on any device.
+        ``callback``: see :func:`~diffusion_lit.samplers.run_sampler`."""
         was_training = self.net.training
         self.net.eval()
         shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
@@ -261,6 +276,7 @@ class DiffusionModule(L.LightningModule):
                 eta,
                 progress,
                 spacing=timestep_spacing,
+                callback=callback,
             )
         finally:
             self.net.train(was_training)

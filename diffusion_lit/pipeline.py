@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from diffusion_lit.artifacts import load_module
 from diffusion_lit.errors import UserError
 from diffusion_lit.module import DiffusionModule
+from diffusion_lit.samplers import StepCallback
 from diffusion_lit.spec import build_component
 from diffusion_lit.text import TextEmbedding, TextEncoder
 
@@ -84,14 +85,18 @@ class TextToImage:
         flat = [p for ps in self.module.hparams.class_prompts for p in ps]
         return [(flat[i], s) for i, s in zip(index.tolist(), best.tolist(), strict=True)]
 
-    def warn_unfamiliar(self, prompts: list[str], text: TextEmbedding | None = None) -> list[str]:
-        """Logs (and returns) a line for each prompt unlike every training prompt."""
+    def unfamiliar(self, prompts: list[str], text: TextEmbedding | None = None) -> list[str]:
+        """A line for each prompt unlike every training prompt, naming the nearest one."""
         found = dict(zip(prompts, self.nearest(prompts, text), strict=True))  # each prompt once
-        notes = [
+        return [
             f"{p!r} is not like any training prompt; nearest: {near!r} ({sim:.2f})"
             for p, (near, sim) in found.items()
             if sim < UNFAMILIAR_BELOW
         ]
+
+    def warn_unfamiliar(self, prompts: list[str], text: TextEmbedding | None = None) -> list[str]:
+        """Logs (and returns) :meth:`unfamiliar`'s lines."""
+        notes = self.unfamiliar(prompts, text)
         for note in notes:
             log.warning(note)
         return notes
@@ -123,11 +128,14 @@ class TextToImage:
         batch_size: int = 256,
         progress: bool = True,
         timestep_spacing: str = "linspace",
+        callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
         ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` timesteps
         (None: all T) spaced by ``timestep_spacing`` (linspace, leading or trailing). The same
-        seed and batch size give the same images. The defaults are the sample CLI's."""
+        seed and batch size give the same images. The defaults are the sample CLI's.
+        ``callback(done, total)`` runs after every denoising step of every batch (steps counted
+        over all batches); raising in it stops the sampling."""
         prompts = self.class_prompts if prompts is None else list(prompts)
         if not prompts:
             raise UserError("The prompt list is empty: give at least one prompt.")
@@ -142,6 +150,12 @@ class TextToImage:
         chunks = [
             text.map(lambda z, i=i: z[i : i + batch_size]) for i in range(0, len(text), batch_size)
         ]
+
+        def counted(k: int) -> StepCallback | None:  # batch k's steps, counted over all batches
+            if callback is None:
+                return None
+            return lambda done, total: callback(k * total + done, len(chunks) * total)
+
         images = torch.cat(
             [
                 self.module.generate(
@@ -153,8 +167,9 @@ class TextToImage:
                     generator,
                     progress,
                     timestep_spacing,
+                    counted(k),
                 )
-                for chunk in chunks
+                for k, chunk in enumerate(chunks)
             ]
         )
         images = ((images.float().cpu() + 1) / 2).clamp(0, 1)

@@ -65,13 +65,18 @@ def metric_cells(run: Run) -> dict[str, str]:
     }
 
 
-def list_table(runs: list[Run]) -> str:
-    rows = [
+def list_rows(runs: list[Run]) -> list[dict[str, str]]:
+    """The cells of ``list``, a dict per run (column name → text)."""
+    return [
         {"run": run.path, "date": run.date[:16], "model": fmt(run.model), "data": fmt(run.data)}
         | metric_cells(run)
         | {"checkpoints": ", ".join(run.checkpoints) or "-"}
         for run in runs
     ]
+
+
+def list_table(runs: list[Run]) -> str:
+    rows = list_rows(runs)
     return format_table(list(rows[0]), [list(row.values()) for row in rows])
 
 

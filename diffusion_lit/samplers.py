@@ -10,6 +10,7 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.schedule import NoiseSchedule
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
 SPACINGS = ("linspace", "leading", "trailing")
 
 
@@ -44,12 +45,15 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
     return taus.long()
 
 
-def _walk(schedule: NoiseSchedule, x: torch.Tensor, taus: torch.Tensor, progress: bool):
-    """Yields (i, t, ᾱ_t, ᾱ_prev) from the noisiest step down; ᾱ_prev = 1 after the last."""
+def _walk(schedule: NoiseSchedule, x: torch.Tensor, taus: torch.Tensor, progress: bool, callback):
+    """Yields (i, t, ᾱ_t, ᾱ_prev) from the noisiest step down; ᾱ_prev = 1 after the last. After
+    each step, ``callback(steps done, steps in all)`` when given."""
     alphas = schedule.alphas_cumprod.to(x.device)[taus.to(x.device)]
     for i in tqdm(range(len(taus) - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
         t = torch.full((x.shape[0],), int(taus[i]), device=x.device, dtype=torch.long)
         yield i, t, alphas[i], alphas[i - 1] if i > 0 else alphas.new_tensor(1.0)
+        if callback is not None:
+            callback(len(taus) - i, len(taus))
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -63,12 +67,14 @@ def _predict_x0(x, eps, a_t, clip: bool):
 
 
 @torch.no_grad()
-def ddpm_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True):
+def ddpm_sample(
+    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None
+):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) from x_T = ``x``.
 
     With fewer steps than T each jump's β is recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); the step
     then samples the posterior q(x_prev | x_t, x̂_0) (eqs. 6–7)."""
-    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress):
+    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
         x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
         beta = 1 - a_t / a_prev
         x = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a_t)
@@ -78,10 +84,12 @@ def ddpm_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x
 
 
 @torch.no_grad()
-def ddim_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, eta=0.0):
+def ddim_sample(
+    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None, eta=0.0
+):
     """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z, with
     σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev). η = 0 is deterministic; η = 1 is DDPM."""
-    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress):
+    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
         eps = eps_fn(x, t).to(x.dtype)
         x0 = _predict_x0(x, eps, a_t, clip_x0)
         if clip_x0:  # keep ε consistent with the clipped x̂_0
@@ -94,17 +102,20 @@ def ddim_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x
 
 
 @torch.no_grad()
-def dpmpp_2m_sample(eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True):
+def dpmpp_2m_sample(
+    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None
+):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
     solver of the probability-flow ODE in x̂_0 form, first order on the first and last steps.
     With λ = log(α/σ), α = √ᾱ, σ = √(1 − ᾱ) and h = λ_prev − λ_t:
     x_prev = (σ_prev/σ_t) x_t − α_prev (e^(−h) − 1) D, D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,last.
     Deterministic: ``generator`` is accepted for a uniform signature and not used."""
     x0_last, h_last = None, None
-    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress):
+    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
         x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
         if i == 0:  # the last jump lands on ᾱ = 1 (σ = 0): the clean image is x̂_0 itself
-            return x0
+            x = x0
+            continue
         lam_t = 0.5 * (a_t.log() - (1 - a_t).log())
         lam_prev = 0.5 * (a_prev.log() - (1 - a_prev).log())
         h = lam_prev - lam_t
@@ -133,13 +144,16 @@ def run_sampler(
     progress: bool = True,
     clip_x0: bool = True,
     spacing: str = "linspace",
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m) from the noise ``x`` over
     ``steps`` timesteps (all T by default) spaced by ``spacing``. ``eta`` is DDIM's noise level;
-    ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]."""
+    ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]. ``callback(done, total)`` runs after
+    every step (as diffusers' ``callback_on_step_end``): to report progress, or to stop the
+    sampling by raising."""
     if name not in SAMPLERS:
         raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
     taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps, spacing)
     if name == "ddim":
-        return ddim_sample(eps_fn, schedule, x, taus, generator, progress, clip_x0, eta=eta)
-    return SAMPLERS[name](eps_fn, schedule, x, taus, generator, progress, clip_x0)
+        return ddim_sample(eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta)
+    return SAMPLERS[name](eps_fn, schedule, x, taus, generator, progress, clip_x0, callback)

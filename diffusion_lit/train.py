@@ -77,6 +77,7 @@ def check(cfg: DictConfig) -> None:
     checks.flag(cfg, "schedule.zero_terminal_snr")
     checks.real(cfg, "optimizer.lr", 0, None, above=True)
     checks.real(cfg, "min_snr_gamma", 0, None, above=True, optional=True)
+    checks.real(cfg, "text_noise", 0, None)
     if cfg.get("lr_scheduler"):
         checks.integer(cfg, "lr_scheduler.warmup_steps", 0, 10**9)
         checks.flag(cfg, "lr_scheduler.cosine")
@@ -112,6 +113,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         optimizer=build(cfg.optimizer),
         lr_scheduler=build(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         min_snr_gamma=cfg.get("min_snr_gamma"),
+        text_noise=cfg.text_noise,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         compile_mode=cfg.compile_mode,

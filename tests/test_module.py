@@ -142,3 +142,24 @@ def test_warmup_then_cosine_learning_rate():
     assert not asked
     schedule.step()
     assert asked == [1] and optimizer.param_groups[0]["lr"] < 1.0
+
+
+def test_text_noise_jitters_prompts_in_training_only():
+    module = tiny_module("simple")
+    labels = torch.tensor([0, 1, 0, 1])
+
+    def text(training: bool, sigma: float):
+        module.train(training)
+        module.text_noise = sigma
+        return module.class_text(labels, torch.Generator().manual_seed(0))
+
+    clean = text(True, 0.0)
+    noisy = text(True, 0.5)
+    # the same templates are drawn; only the vectors move, by ~σ × their norm
+    ratio = (noisy.pooled - clean.pooled).norm(dim=-1) / clean.pooled.norm(dim=-1)
+    assert 0.3 < ratio.mean() < 0.7
+    assert torch.equal(noisy.mask, clean.mask) and not torch.equal(noisy.tokens, clean.tokens)
+    evaluated = text(False, 0.5)  # validation and sampling see the prompts as they are
+    assert torch.equal(evaluated.pooled, clean.pooled) and torch.equal(
+        evaluated.tokens, clean.tokens
+    )

@@ -81,3 +81,22 @@ def test_spaced_timesteps():
             spaced_timesteps(1000, 1, spacing)
     with pytest.raises(UserError, match="timestep_spacing='middle'"):
         spaced_timesteps(1000, 10, "middle")
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp_2m"])
+def test_callback_sees_every_step_and_can_stop_the_sampling(name):
+    seen = []
+    run_sampler(name, optimal_eps, SCHEDULE, torch.randn(4, 1), 7, progress=False,
+                callback=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert seen == [(k, 7) for k in range(1, 8)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_three(done, total):
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_sampler(name, optimal_eps, SCHEDULE, torch.randn(4, 1), 7, progress=False,
+                    callback=stop_after_three)  # fmt: skip

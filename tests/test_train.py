@@ -117,6 +117,16 @@ def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta)
     assert torch.equal(runs[0], runs[1])
 
 
+def test_pipeline_reports_steps_over_all_batches(trained_run):
+    pipe = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", device="cpu")
+    seen = []
+    record = lambda done, total: seen.append((done, total))  # noqa: E731
+    images = pipe(["Draw a six", "Draw a one"], 3, steps=4, batch_size=4, progress=False,
+                  callback=record)  # fmt: skip
+    assert images.shape[:2] == (2, 3)
+    assert seen == [(k, 8) for k in range(1, 9)]  # 6 images in batches of 4: two runs of 4 steps
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="ckpt_path="):
         TextToImage.from_checkpoint(tmp_path / "nope.ckpt")

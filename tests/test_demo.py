@@ -1,0 +1,182 @@
+"""The web page (python -m diffusion_lit.demo), used as a person would: through Gradio's own
+client, and in a real headless browser. Offline: analytics off, bound to 127.0.0.1."""
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from diffusion_lit import demo  # noqa: E402
+from diffusion_lit.pipeline import TextToImage  # noqa: E402
+from diffusion_lit.sample import sample  # noqa: E402
+
+import browser_page  # noqa: E402
+from conftest import CONF_DIR, assert_one_line  # noqa: E402
+
+PROMPTS = "Draw a six\nDraw a one"
+# ckpt, prompts, images per prompt, guidance, sampler, steps, seed, EMA weights
+SETTINGS = (PROMPTS, 3, 1.5, "ddim", 5, 7, True)
+
+
+@pytest.fixture(scope="module")
+def page(trained_run, tmp_path_factory):
+    """The page serving the tiny run, the Runs tab on the folder holding it."""
+    run_dir = trained_run[0]
+    cfg = demo.cli_defaults("demo")
+    cfg.merge_with(
+        {
+            "ckpt_path": str(run_dir / "checkpoints" / "last.ckpt"),
+            "runs_dir": str(run_dir.parent),
+            "out_dir": str(tmp_path_factory.mktemp("demo_out")),
+            "device": "cpu",
+        }
+    )
+    app = demo.demo(cfg, block=False)
+    yield app, cfg
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(page):
+    return Client(page[0].local_url, verbose=False)
+
+
+def pixels(paths) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p)) for p in paths])
+
+
+def generate(client, ckpt, *settings):
+    gallery, grid, info = client.predict(ckpt, *settings, api_name="/generate")
+    return [item["image"] for item in gallery], [item["caption"] for item in gallery], grid, info
+
+
+def test_generate_gives_the_sample_clis_images(page, client, tmp_path):
+    app, cfg = page
+    images, captions, grid, info = generate(client, cfg.ckpt_path, *SETTINGS)
+    assert captions == ["Draw a six"] * 3 + ["Draw a one"] * 3
+    got = pixels(images)
+    assert got.shape == (6, 8, 8, 3)  # 8×8 images (grey, saved as RGB), three per prompt
+    assert "6 images in" in info and Path(grid).is_file()
+
+    again, *_ = generate(client, cfg.ckpt_path, *SETTINGS)
+    np.testing.assert_array_equal(pixels(again), got)  # a seed gives the same images
+    other, *_ = generate(client, cfg.ckpt_path, *SETTINGS[:-2], 8, True)
+    assert not np.array_equal(pixels(other), got)
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cli = compose(
+            "sample",
+            overrides=[
+                f"ckpt_path={cfg.ckpt_path}", "prompts=[Draw a six,Draw a one]", "num_images=3",
+                "sampler=ddim", "steps=5", "seed=7", "device=cpu", f"out_dir={tmp_path}",
+            ],
+        )  # fmt: skip
+    sample(cli)
+    files = sorted(tmp_path.glob("draw_a_six/*.png")) + sorted(tmp_path.glob("draw_a_one/*.png"))
+    np.testing.assert_array_equal(pixels(files), got)
+    np.testing.assert_array_equal(pixels([grid]), pixels([tmp_path / "grid.png"]))
+
+
+def test_bad_input_is_answered_in_the_page_and_the_server_keeps_running(page, client, tmp_path):
+    app, cfg = page
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    cases = [
+        ((cfg.ckpt_path, "  \n ", *SETTINGS[1:]), "prompt box is empty"),
+        ((cfg.ckpt_path, *SETTINGS[:4], 0, *SETTINGS[5:]), "minimum value 1"),  # by Gradio
+        ((cfg.ckpt_path, *SETTINGS[:4], 999, *SETTINGS[5:]), "maximum value 20"),  # its T
+        ((str(broken), *SETTINGS), "broken.ckpt"),
+        ((str(tmp_path / "missing.ckpt"), *SETTINGS), "does not exist"),
+    ]
+    for args, message in cases:
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/generate")
+    images, *_ = generate(client, cfg.ckpt_path, *SETTINGS)
+    assert len(images) == 6
+
+
+def test_two_requests_at_once_get_their_own_images(page, client):
+    app, cfg = page
+    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device="cpu")
+    jobs = {
+        seed: client.submit(cfg.ckpt_path, "Draw a two", 2, 1.5, "ddpm", 10, seed, True,
+                            api_name="/generate")
+        for seed in (1, 2)
+    }  # fmt: skip
+    for seed, job in jobs.items():
+        images = pipe(["Draw a two"], num_images=2, steps=10, seed=seed, progress=False)
+        expected = (images[0, :, 0] * 255 + 0.5).clamp(0, 255).byte().numpy()  # as save_image
+        got = pixels([item["image"] for item in job.result()[0]])[..., 0]
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_stop_ends_a_long_sampling_job(page, client):
+    app, cfg = page
+    job = client.submit(cfg.ckpt_path, PROMPTS, 64, 1.5, "ddpm", 20, 0, True, api_name="/generate")
+    for _ in range(600):  # until the sampler reports its first step
+        if job.status().progress_data:
+            break
+        threading.Event().wait(0.05)
+    client.predict(api_name="/stop")
+    with pytest.raises(AppError, match="Stopped after"):
+        job.result()
+
+
+def test_demo_cli_refuses_a_missing_checkpoint_in_one_line(run_cli, tmp_path):
+    assert_one_line(*run_cli(demo.main, [f"ckpt_path={tmp_path}/x.ckpt"]), "does not exist")
+    assert_one_line(*run_cli(demo.main, [f"runs_dir={tmp_path}"]), "no run under")
+
+
+def test_the_page_in_a_real_browser(page, tmp_path):
+    """Type prompts, press Generate, see the images; open Runs and see the run's grids; nothing
+    is fetched from outside this machine. Screenshots go to $DEMO_SCREENSHOTS (default: tmp)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not browser_page.CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {browser_page.CHROMIUM} (apt-get install chromium)")
+    shots = Path(os.environ.get("DEMO_SCREENSHOTS", tmp_path))
+    app, cfg = page
+    outside = browser_page.drive(app.local_url, shots, ["Draw a six", "Draw a seven"], 4)
+    assert outside == []
+    assert (shots / "demo-generate.png").is_file() and (shots / "demo-runs.png").is_file()
+
+
+def test_runs_tab_shows_compares_and_exports_a_run(trained_run, tmp_path):
+    import shutil
+
+    run_dir = trained_run[0]
+    page = demo.Page(demo.Models("cpu"), run_dir.parent, tmp_path / "out", max_images=8)
+    twin = tmp_path / "twin"  # a second run, with the config Hydra writes
+    shutil.copytree(run_dir, twin)
+    (twin / ".hydra").mkdir()
+    (twin / ".hydra" / "config.yaml").write_text("trainer:\n  max_epochs: 2\n")
+    page = demo.Page(demo.Models("cpu"), tmp_path, tmp_path / "out", max_images=8)
+    table, run, to_compare = page.runs_table()
+    assert [row[0] for row in table.value["data"]] == [str(twin)]  # the runs list rows
+    assert run.value == str(twin) and [c[0] for c in to_compare.choices] == [str(twin)]
+
+    curves, grids, accuracy, evaluations, config, ckpts = page.show_run(str(twin))
+    assert Path(curves).is_file() and [caption for _, caption in grids][-1] == "final"
+    assert accuracy == (run_dir / "accuracy_log.txt").read_text()
+    assert config == "trainer:\n  max_epochs: 2\n"
+    assert ckpts.value == str(twin / "checkpoints" / "last.ckpt")
+    assert evaluations.startswith("(no evaluations")
+
+    with pytest.raises(demo.gr.Error, match="two or more"):
+        page.compare([str(run_dir)])
+    assert "best val/loss" in page.compare([str(run_dir), str(twin)])  # the runs compare table
+
+    ckpt = twin / "checkpoints" / "last.ckpt"
+    assert page.use_checkpoint(str(ckpt))[0] == str(ckpt)
+    assert "Exported to" in page.export(str(ckpt), True, False)
+    assert (twin / "checkpoints" / "export-last" / "model.safetensors").is_file()
+    with pytest.raises(demo.gr.Error, match="already exists"):
+        page.export(str(ckpt), True, False)  # nothing is replaced unless asked
