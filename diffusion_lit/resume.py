@@ -41,6 +41,15 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | Non
     return path
 
 
+def interrupted_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint a run starting in ``run_dir`` continues from, when the directory already
+    holds one: a requeued SLURM job (``hpc_ckpt_N.ckpt``, saved by Lightning when SLURM signalled
+    the job) or a restarted process (``checkpoints/last.ckpt``); the newest of them."""
+    run = RunDir(run_dir)
+    found = [p for p in (run.last_checkpoint, *run.hpc_checkpoints) if p.is_file()]
+    return max(found, key=_mtime) if found else None
+
+
 def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 

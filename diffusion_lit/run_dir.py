@@ -28,6 +28,7 @@ class RunDir:
     <run>/samples/epoch_NNN.png, final.png   sample grids
     <run>/curves.png                      training curves
     <run>/wandb_id.txt                    the wandb run id, kept for resuming
+    <run>/hpc_ckpt_N.ckpt                 Lightning's, when SLURM signals a job before its end
     """
 
     CONFIG_DIR = ".hydra"
@@ -47,6 +48,8 @@ class RunDir:
     final_grid = property(lambda self: self.samples / "final.png")
     curves = property(lambda self: self.path / "curves.png")
     wandb_id = property(lambda self: self.path / "wandb_id.txt")
+    # Lightning's name in its default_root_dir (the run dir), hpc_save_path
+    hpc_checkpoints = property(lambda self: sorted(self.path.glob("hpc_ckpt_*.ckpt")))
 
     @staticmethod
     def evaluation_dir(checkpoint: Path, settings: str) -> Path:

@@ -25,6 +25,7 @@ from diffusion_lit.resume import (
     check_same_model,
     continue_csv_log,
     find_checkpoint,
+    interrupted_checkpoint,
     wandb_run_id,
 )
 from diffusion_lit.schedule import PREDICTIONS
@@ -102,6 +103,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     resuming from ``cfg.ckpt_path`` when set; returns the final metrics and the objects built."""
     check(cfg)
     checkpoint = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if checkpoint is None and (checkpoint := interrupted_checkpoint(cfg.paths.run_dir)):
+        log.info("%s already holds %s: continuing that run", cfg.paths.run_dir, checkpoint.name)
     resumed = read_checkpoint(checkpoint, mmap=True) if checkpoint else None
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data)

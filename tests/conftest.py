@@ -101,11 +101,12 @@ def assert_one_line(status: int, stderr: str, *fragments: str) -> None:
 # training in a separate process, as the shell runs it
 
 
-def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
+def start_training(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     """``python -m diffusion_lit.train *args`` in ``cwd``, in a session of its own (so a DDP run's
-    processes can be killed together); the tests' helper modules are importable."""
+    processes can be killed together), with ``env`` added to the environment; the tests' helper
+    modules are importable."""
     cwd.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "diffusion_lit.train", *args],
         cwd=cwd,

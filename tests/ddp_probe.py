@@ -22,6 +22,8 @@ class RankProbe(L.Callback):
         record = {
             "local_val_losses": self.losses,
             "val/loss": float(trainer.callback_metrics["val/loss"]),
+            "world_size": trainer.world_size,
+            "node_rank": trainer.node_rank,
         }
         path = self.out_dir / f"probe_rank{trainer.global_rank}.json"
         path.write_text(json.dumps(record))
