@@ -122,22 +122,22 @@ class Page:
         progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for it
     ):
         prompts = prompt_lines(text)
-        # the sample CLI's checks, so the page refuses what the command line refuses
-        request = {
-            "guidance_scale": guidance_scale,
-            "sampler": sampler,
-            "steps": as_int(steps),
-            "timestep_spacing": "linspace",
-            "eta": 0.0,
-            "use_ema": use_ema,
-            "seed": as_int(seed),
-            "batch_size": 256,
-            "device": self.models.device,
-            "num_images": as_int(num_images),
-        }
-        request = OmegaConf.create(request)
-        checks.sampling(request)
-        checks.integer(request, "num_images", 1, self.max_images)
+        # the sample CLI's options with the page's values, checked as the command line checks them
+        opts = cli_defaults("sample")
+        opts.merge_with(
+            {
+                "ckpt_path": ckpt_path,
+                "num_images": as_int(num_images),
+                "guidance_scale": guidance_scale,
+                "sampler": sampler,
+                "steps": as_int(steps),
+                "seed": as_int(seed),
+                "use_ema": use_ema,
+                "device": self.models.device,
+            }
+        )
+        checks.sampling(opts)
+        checks.integer(opts, "num_images", 1, self.max_images)
         pipe = self.models.get(ckpt_path, use_ema)
         notes = pipe.unfamiliar(prompts)
         stop = self.stops[session.session_hash] = threading.Event()
@@ -150,12 +150,14 @@ class Page:
         start = time.perf_counter()
         images = pipe(
             prompts,
-            num_images=request.num_images,
-            guidance_scale=guidance_scale,
-            sampler=sampler,
-            steps=request.steps,
-            seed=request.seed,
-            batch_size=request.batch_size,
+            num_images=opts.num_images,
+            guidance_scale=opts.guidance_scale,
+            sampler=opts.sampler,
+            steps=opts.steps,
+            timestep_spacing=opts.timestep_spacing,
+            eta=opts.eta,
+            seed=opts.seed,
+            batch_size=opts.batch_size,
             progress=False,
             callback=step,
         )
@@ -165,12 +167,12 @@ class Page:
         gallery = [
             (str(out / slugify(prompt) / f"{i:03d}.png"), prompt)
             for prompt in prompts
-            for i in range(request.num_images)
+            for i in range(opts.num_images)
         ]
         info = (
-            f"{images.shape[0] * images.shape[1]} images in {seconds:.1f} s "
-            f"({sampler}, {request['steps']} steps, guidance {guidance_scale:g}, "
-            f"seed {request['seed']}), saved in `{out}`"
+            f"{images.shape[0] * images.shape[1]} images in {seconds:.1f} s ({opts.sampler}, "
+            f"{opts.steps} steps, guidance {opts.guidance_scale:g}, seed {opts.seed}), "
+            f"saved in `{out}`"
         )
         info += "".join(f"\n\n⚠️ {note}" for note in notes)
         return gallery, str(grid), info
