@@ -35,6 +35,7 @@ from diffusion_lit.pipeline import TextToImage, slugify
 from diffusion_lit.resume import LAST, find_checkpoint
 from diffusion_lit.run_dir import RunDir, find_runs, summarize
 from diffusion_lit.runs import compare_table, list_rows
+from diffusion_lit.sample import generate
 from diffusion_lit.samplers import SAMPLERS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -148,19 +149,7 @@ class Page:
             progress((done, total), desc="sampling", unit="steps")
 
         start = time.perf_counter()
-        images = pipe(
-            prompts,
-            num_images=opts.num_images,
-            guidance_scale=opts.guidance_scale,
-            sampler=opts.sampler,
-            steps=opts.steps,
-            timestep_spacing=opts.timestep_spacing,
-            eta=opts.eta,
-            seed=opts.seed,
-            batch_size=opts.batch_size,
-            progress=False,
-            callback=step,
-        )
+        images = generate(pipe, prompts, opts, progress=False, callback=step)
         seconds = time.perf_counter() - start
         out = self.out_dir / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         grid = pipe.save(images, prompts, out)

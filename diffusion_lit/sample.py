@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from diffusion_lit import checks
@@ -24,7 +25,18 @@ def sample(cfg: DictConfig) -> Path | None:
     prompts = checks.texts(cfg, "prompts", optional=True)
     pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device, use_ema=cfg.use_ema)
     prompts = prompts or pipe.class_prompts
-    images = pipe(
+    images = generate(pipe, prompts, cfg)
+    grid = pipe.save(images, prompts, cfg.out_dir)
+    log.info(
+        "Wrote %d images per prompt for %d prompts; grid: %s", cfg.num_images, len(prompts), grid
+    )
+    return grid
+
+
+def generate(pipe: TextToImage, prompts: list[str], cfg: DictConfig, **kwargs) -> torch.Tensor:
+    """The images of ``prompts`` with the sample CLI's options in ``cfg`` (checked); ``kwargs``
+    go to the pipeline as well (``progress``, ``callback``)."""
+    return pipe(
         prompts,
         num_images=cfg.num_images,
         guidance_scale=cfg.guidance_scale,
@@ -34,12 +46,8 @@ def sample(cfg: DictConfig) -> Path | None:
         eta=cfg.eta,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        **kwargs,
     )
-    grid = pipe.save(images, prompts, cfg.out_dir)
-    log.info(
-        "Wrote %d images per prompt for %d prompts; grid: %s", cfg.num_images, len(prompts), grid
-    )
-    return grid
 
 
 def list_prompts(cfg: DictConfig) -> None:
