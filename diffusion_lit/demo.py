@@ -266,8 +266,8 @@ def build_app(
 ) -> gr.Blocks:
     """The page (not yet launched); ``ckpt_path`` is what the Generate tab starts with."""
     page = Page(Models(device), Path(runs_dir), Path(out_dir), max_images)
-    sample = cli_defaults("sample")
-    first = page.models.get(str(ckpt_path), sample.use_ema)  # a bad checkpoint stops the start
+    defaults = cli_defaults("sample")
+    first = page.models.get(str(ckpt_path), defaults.use_ema)  # a bad checkpoint stops the start
     with gr.Blocks(title="diffusion_lit", analytics_enabled=False) as app:
         gr.Markdown("# diffusion_lit")
         with gr.Tabs() as tabs:
@@ -282,28 +282,32 @@ def build_app(
                             elem_id="prompts",
                         )
                         with gr.Row():
-                            generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                            stop = gr.Button("Stop", variant="stop")
+                            generate_button = gr.Button(
+                                "Generate", variant="primary", elem_id="generate"
+                            )
+                            stop_button = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=1):
                         num_images = gr.Slider(
-                            1, max_images, value=min(sample.num_images, max_images), step=1,
+                            1, max_images, value=min(defaults.num_images, max_images), step=1,
                             label="Images per prompt",
                         )  # fmt: skip
                         guidance = gr.Slider(
-                            0, 10, value=sample.guidance_scale, step=0.1, label="Guidance scale"
+                            0, 10, value=defaults.guidance_scale, step=0.1, label="Guidance scale"
                         )
-                        sampler = gr.Dropdown(list(SAMPLERS), value=sample.sampler, label="Sampler")
+                        sampler = gr.Dropdown(
+                            list(SAMPLERS), value=defaults.sampler, label="Sampler"
+                        )
                         steps = gr.Number(
-                            min(sample.steps, first.module.schedule.timesteps),
+                            min(defaults.steps, first.module.schedule.timesteps),
                             precision=0,
                             minimum=1,
                             maximum=first.module.schedule.timesteps,
                             label="Steps",
                         )
                         with gr.Row():
-                            seed = gr.Number(sample.seed, precision=0, minimum=0, label="Seed")
+                            seed = gr.Number(defaults.seed, precision=0, minimum=0, label="Seed")
                             reseed = gr.Button("random seed", size="sm")
-                        use_ema = gr.Checkbox(sample.use_ema, label="EMA weights (else raw)")
+                        use_ema = gr.Checkbox(defaults.use_ema, label="EMA weights (else raw)")
                 info = gr.Markdown(elem_id="info")
                 gallery = gr.Gallery(label="Images", columns=8, elem_id="gallery")
                 grid = gr.File(label="Grid PNG")
@@ -317,7 +321,9 @@ def build_app(
                     run_ckpt = gr.Dropdown(label="Checkpoint", choices=[])
                     load = gr.Button("Generate with this checkpoint")
                 with gr.Row():
-                    export_ema = gr.Checkbox(True, label="export the EMA weights")
+                    export_ema = gr.Checkbox(
+                        cli_defaults("export").use_ema, label="export the EMA weights"
+                    )
                     overwrite = gr.Checkbox(False, label="replace an existing export")
                     export_button = gr.Button("Export")
                 exported = gr.Markdown()
@@ -337,14 +343,14 @@ def build_app(
                     compare = gr.Button("Compare")
                     comparison = gr.Code(language=None)
 
-        job = generate.click(
+        job = generate_button.click(
             page.generate,
             [ckpt, prompts, num_images, guidance, sampler, steps, seed, use_ema],
             [gallery, grid, info],
             api_name="generate",
             concurrency_limit=1,  # one job at a time: each waits its turn in the queue
         )
-        stop.click(page.stop, None, None, cancels=[job], api_name="stop")
+        stop_button.click(page.stop, None, None, cancels=[job], api_name="stop")
         reseed.click(lambda: random.randint(0, checks.MAX_SEED), None, seed, api_name=False)
         for changed in (ckpt.submit, ckpt.blur, use_ema.change):
             changed(page.describe_model, [ckpt, use_ema, steps], [trained, steps], api_name=False)

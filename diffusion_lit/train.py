@@ -100,7 +100,8 @@ def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict]:
     """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run),
-    resuming from ``cfg.ckpt_path`` when set; returns the final metrics and the objects built."""
+    resuming from ``cfg.ckpt_path`` when set, else from the newest checkpoint its run dir already
+    holds (a requeued or restarted job); returns the final metrics and the objects built."""
     check(cfg)
     checkpoint = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if checkpoint is None and (checkpoint := interrupted_checkpoint(cfg.paths.run_dir)):
