@@ -35,10 +35,11 @@ evaluate: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m diffusion_lit.demo $(if $(CKPT),ckpt_path=$(CKPT)) $(ARGS)
 
-# the benchmarks; each appends its table to bench/RESULTS.md (sampling needs a quickstart run)
+# the benchmarks; each appends its table to bench/RESULTS.md (sampling and unfamiliar need a quickstart run)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/sampling.py $(CKPT)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/unfamiliar.py $(CKPT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recipe.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/time_to_quality.py
 

@@ -53,3 +53,10 @@ def test_gpu_check_smoke():  # on a CPU: the levers without compiling, no sync c
     assert "| 32-bit | " in out and "| + 4 loader workers, pinned memory | " in out
     assert "| dpmpp_2m, 3 | bf16 autocast | " in out and "| dpmpp_2m, 3 | 32-bit | " in out
     assert "diffusers UNet2DConditionModel, plain loop" in out
+
+
+@pytest.mark.slow
+def test_unfamiliar_bench_smoke(trained_run):
+    run_dir, _, _ = trained_run
+    out = run_bench("unfamiliar.py", str(run_dir / "checkpoints" / "last.ckpt"))
+    assert "| 0.6 (the pipeline's) |" in out and "held-out phrasings let through" in out

@@ -1,0 +1,71 @@
+"""How well the unfamiliar-prompt note separates requests a model can draw from ones it cannot:
+the similarity of each held-out phrasing (drawable, never trained on) and of unrelated requests
+to the nearest training prompt, and at each threshold the share of held-out phrasings let through
+and of unrelated requests flagged. The pipeline flags below ``pipeline.UNFAMILIAR_BELOW``.
+
+    python bench/unfamiliar.py [ckpt_path] [--heldout conf/heldout/digits.yaml] [--smoke]
+"""
+
+import sys
+from pathlib import Path
+
+from common import ROOT, SMOKE, record
+from omegaconf import OmegaConf
+
+from diffusion_lit.data.prompts import class_prompts
+from diffusion_lit.pipeline import UNFAMILIAR_BELOW, TextToImage
+
+# requests none of the bundled datasets' models can draw; some borrow the training templates'
+# words ("Draw a", "handwritten", "an image showing") to test that the note sees past them
+UNRELATED = [
+    "a red car", "please draw a red car", "Draw a cat", "a picture of a house", "write a poem",
+    "a handwritten letter A", "the letter B", "a photo of a dog", "draw a tree",
+    "an image showing a bicycle", "can you make a sandwich?", "a flower", "a handwritten signature",
+    "the moon at night", "a portrait of a woman", "a mountain lake", "draw a triangle",
+    "a bowl of soup", "an airplane in the sky", "a chess board",
+]  # fmt: skip
+THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+def option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+def main() -> None:
+    args = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--")
+            and sys.argv[i - 1] != "--heldout"]  # fmt: skip
+    found = sorted((ROOT / "outputs" / "runs").glob("*/checkpoints/last.ckpt"))
+    ckpt = Path(args[0]) if args else (found[-1] if found else None)
+    if ckpt is None:
+        raise SystemExit("No checkpoint under outputs/runs/: run `make train` or pass one.")
+    heldout = OmegaConf.load(option("--heldout", str(ROOT / "conf" / "heldout" / "digits.yaml")))
+    pipe = TextToImage.from_checkpoint(ckpt, device="cpu")
+    names = pipe.module.hparams.class_names
+    vocab = class_prompts(names, list(heldout.prompt_templates), dict(heldout.class_synonyms or {}))
+    drawable = [p for prompts in vocab for p in prompts]
+    unrelated = UNRELATED[:3] if SMOKE else UNRELATED
+    near_drawable = [s for _, s in pipe.nearest(drawable)]
+    near_unrelated = pipe.nearest(unrelated)
+
+    rows = ["| flag below | held-out phrasings let through | unrelated requests flagged |",
+            "|---|---|---|"]  # fmt: skip
+    for t in THRESHOLDS:
+        passed = sum(s >= t for s in near_drawable) / len(near_drawable)
+        flagged = sum(s < t for _, s in near_unrelated) / len(near_unrelated)
+        mark = " (the pipeline's)" if t == UNFAMILIAR_BELOW else ""
+        rows.append(f"| {t:.1f}{mark} | {passed:.0%} | {flagged:.0%} |")
+    closest = sorted(zip(unrelated, near_unrelated, strict=True), key=lambda x: -x[1][1])[:5]
+    notes = (
+        f"{len(drawable)} held-out phrasings (similarity min {min(near_drawable):.2f}, mean "
+        f"{sum(near_drawable) / len(near_drawable):.2f}), {len(unrelated)} unrelated requests "
+        f"(mean {sum(s for _, s in near_unrelated) / len(unrelated):.2f}); the unrelated requests "
+        "closest to a training prompt: "
+        + "; ".join(f"'{p}' → '{near}' {s:.2f}" for p, (near, s) in closest)
+        + "."
+    )
+    record(f"Unfamiliar-prompt note: held-out phrasings vs unrelated requests ({ckpt})",
+           "\n".join(rows), notes)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
