@@ -38,6 +38,7 @@ def page(trained_run, tmp_path_factory):
             "runs_dir": str(run_dir.parent),
             "out_dir": str(tmp_path_factory.mktemp("demo_out")),
             "device": "cpu",
+            "max_images": 512,  # room for a job long enough to stop
         }
     )
     app = demo.demo(cfg, block=False)
@@ -121,7 +122,8 @@ def test_two_requests_at_once_get_their_own_images(page, client):
 
 def test_stop_ends_a_long_sampling_job(page, client):
     app, cfg = page
-    job = client.submit(cfg.ckpt_path, PROMPTS, 64, 1.5, "ddpm", 20, 0, True, api_name="/generate")
+    # 2 × 512 images: 4 batches of 20 steps, seconds even for the tiny model
+    job = client.submit(cfg.ckpt_path, PROMPTS, 512, 1.5, "ddpm", 20, 0, True, api_name="/generate")
     for _ in range(600):  # until the sampler reports its first step
         if job.status().progress_data:
             break
