@@ -155,18 +155,21 @@ def device(cfg, key: str = "device") -> str:
     return x
 
 
-def sampling(cfg) -> None:
-    """The sampling options shared by the sample and evaluate CLIs."""
+def sampling(cfg) -> dict:
+    """The sampling options shared by the sample and evaluate CLIs and the web page; returns
+    those that go to :class:`~diffusion_lit.pipeline.TextToImage` as its keyword arguments."""
     model_path(cfg, "ckpt_path", optional=True)
-    real(cfg, "guidance_scale", 0, 100)
-    one_of(cfg, "sampler", list(SAMPLERS))
-    integer(cfg, "steps", 1, 100_000, optional=True)  # at most T: checked once T is known
-    one_of(cfg, "timestep_spacing", SPACINGS)
-    real(cfg, "eta", 0, 1)
     flag(cfg, "use_ema")
-    integer(cfg, "seed", 0, MAX_SEED)
-    integer(cfg, "batch_size", 1, 1_000_000)
     device(cfg)
+    return {
+        "guidance_scale": real(cfg, "guidance_scale", 0, 100),
+        "sampler": one_of(cfg, "sampler", list(SAMPLERS)),
+        "steps": integer(cfg, "steps", 1, 100_000, optional=True),  # ≤ T: checked once T is known
+        "timestep_spacing": one_of(cfg, "timestep_spacing", SPACINGS),
+        "eta": real(cfg, "eta", 0, 1),
+        "seed": integer(cfg, "seed", 0, MAX_SEED),
+        "batch_size": integer(cfg, "batch_size", 1, 1_000_000),
+    }
 
 
 def synonyms(cfg, key: str) -> None:

@@ -35,7 +35,6 @@ from diffusion_lit.pipeline import TextToImage, slugify
 from diffusion_lit.resume import LAST, find_checkpoint
 from diffusion_lit.run_dir import RunDir, find_runs, summarize
 from diffusion_lit.runs import compare_table, list_rows
-from diffusion_lit.sample import generate
 from diffusion_lit.samplers import SAMPLERS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -104,6 +103,7 @@ class Page:
     def __init__(self, models: Models, runs_dir: Path, out_dir: Path, max_images: int):
         self.models, self.runs_dir, self.out_dir = models, runs_dir, out_dir
         self.max_images = max_images
+        self.sample_defaults = cli_defaults("sample")  # the sample CLI's options
         self.stops: dict[str, threading.Event] = {}  # by browser session
 
     # Generate
@@ -124,8 +124,8 @@ class Page:
     ):
         prompts = prompt_lines(text)
         # the sample CLI's options with the page's values, checked as the command line checks them
-        opts = cli_defaults("sample")
-        opts.merge_with(
+        opts = OmegaConf.merge(
+            self.sample_defaults,
             {
                 "ckpt_path": ckpt_path,
                 "num_images": as_int(num_images),
@@ -135,9 +135,9 @@ class Page:
                 "seed": as_int(seed),
                 "use_ema": use_ema,
                 "device": self.models.device,
-            }
+            },
         )
-        checks.sampling(opts)
+        options = checks.sampling(opts)
         checks.integer(opts, "num_images", 1, self.max_images)
         pipe = self.models.get(ckpt_path, use_ema)
         notes = pipe.unfamiliar(prompts)
@@ -149,7 +149,7 @@ class Page:
             progress((done, total), desc="sampling", unit="steps")
 
         start = time.perf_counter()
-        images = generate(pipe, prompts, opts, progress=False, callback=step)
+        images = pipe(prompts, num_images=opts.num_images, **options, progress=False, callback=step)
         seconds = time.perf_counter() - start
         out = self.out_dir / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         grid = pipe.save(images, prompts, out)
@@ -159,9 +159,9 @@ class Page:
             for i in range(opts.num_images)
         ]
         info = (
-            f"{images.shape[0] * images.shape[1]} images in {seconds:.1f} s ({opts.sampler}, "
-            f"{opts.steps} steps, guidance {opts.guidance_scale:g}, seed {opts.seed}), "
-            f"saved in `{out}`"
+            f"{images.shape[0] * images.shape[1]} images in {seconds:.1f} s ({options['sampler']}, "
+            f"{options['steps']} steps, guidance {options['guidance_scale']:g}, seed "
+            f"{options['seed']}), saved in `{out}`"
         )
         info += "".join(f"\n\n⚠️ {note}" for note in notes)
         return gallery, str(grid), info
@@ -238,10 +238,10 @@ class Page:
         return ckpt_path, gr.Tabs(selected="generate")
 
 
-def steps_box(pipe: TextToImage, steps: float | None) -> gr.Number:
-    """The steps box for a model: at most its T."""
+def steps_box(pipe: TextToImage, steps: float | None, **kwargs) -> gr.Number:
+    """The steps box for a model (or its update): at most its T."""
     timesteps = pipe.module.schedule.timesteps
-    return gr.Number(min(steps or timesteps, timesteps), maximum=timesteps)
+    return gr.Number(min(steps or timesteps, timesteps), maximum=timesteps, **kwargs)
 
 
 def as_int(x):
@@ -266,7 +266,7 @@ def build_app(
 ) -> gr.Blocks:
     """The page (not yet launched); ``ckpt_path`` is what the Generate tab starts with."""
     page = Page(Models(device), Path(runs_dir), Path(out_dir), max_images)
-    defaults = cli_defaults("sample")
+    defaults = page.sample_defaults
     first = page.models.get(str(ckpt_path), defaults.use_ema)  # a bad checkpoint stops the start
     with gr.Blocks(title="diffusion_lit", analytics_enabled=False) as app:
         gr.Markdown("# diffusion_lit")
@@ -297,12 +297,8 @@ def build_app(
                         sampler = gr.Dropdown(
                             list(SAMPLERS), value=defaults.sampler, label="Sampler"
                         )
-                        steps = gr.Number(
-                            min(defaults.steps, first.module.schedule.timesteps),
-                            precision=0,
-                            minimum=1,
-                            maximum=first.module.schedule.timesteps,
-                            label="Steps",
+                        steps = steps_box(
+                            first, defaults.steps, precision=0, minimum=1, label="Steps"
                         )
                         with gr.Row():
                             seed = gr.Number(defaults.seed, precision=0, minimum=0, label="Seed")

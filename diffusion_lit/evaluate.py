@@ -107,9 +107,10 @@ def standard_metrics(cfg: DictConfig, real: torch.Tensor, fake: torch.Tensor, pr
     return result | ({"notes": notes} if notes else {})
 
 
-def check(cfg: DictConfig) -> None:
-    """The evaluate CLI's values (see :mod:`diffusion_lit.checks`)."""
-    checks.sampling(cfg)
+def check(cfg: DictConfig) -> dict:
+    """The evaluate CLI's values (see :mod:`diffusion_lit.checks`); returns the sampling options
+    (the pipeline's keyword arguments)."""
+    options = checks.sampling(cfg)
     checks.data(cfg)
     checks.flag(cfg, "train_classifier")
     checks.path(cfg, "classifier.dir")
@@ -127,11 +128,12 @@ def check(cfg: DictConfig) -> None:
         )
     if checks.value(cfg, "clip_model") is not None:
         checks.path(cfg, "clip_model")
+    return options
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Returns the evaluation (or, with no checkpoint, the judge's held-out accuracy)."""
-    check(cfg)
+    options = check(cfg)
     pipe = None
     if cfg.ckpt_path:
         pipe = TextToImage.from_checkpoint(cfg.ckpt_path, cfg.device, use_ema=cfg.use_ema)
@@ -157,11 +159,7 @@ def evaluate(cfg: DictConfig) -> dict:
         )
 
     n = cfg.images_per_class
-    images, seconds = timed(
-        pipe, None, num_images=n, guidance_scale=cfg.guidance_scale, sampler=cfg.sampler,
-        steps=cfg.steps, timestep_spacing=cfg.timestep_spacing, eta=cfg.eta, seed=cfg.seed,
-        batch_size=cfg.batch_size,
-    )  # fmt: skip
+    images, seconds = timed(pipe, None, num_images=n, **options)
     samples = images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
     labels = torch.arange(len(classes)).repeat_interleave(n)
     heldout, reference = real_sets(datamodule, len(samples))
@@ -179,15 +177,18 @@ def evaluate(cfg: DictConfig) -> dict:
     result |= evaluate_samples(judge, samples, labels, heldout, reference, classes)
     prompts = [p for p in pipe.class_prompts for _ in range(n)]
     result |= standard_metrics(cfg, heldout[0], samples, prompts)
-    result |= phrasing_accuracy(cfg, pipe, judge, classes)
+    result |= phrasing_accuracy(cfg, options, pipe, judge, classes)
     write_report(result, images, Path(cfg.out_dir or default_out_dir(cfg)))
     return result
 
 
-def phrasing_accuracy(cfg: DictConfig, pipe: TextToImage, judge, classes: list[str]) -> dict:
+def phrasing_accuracy(
+    cfg: DictConfig, options: dict, pipe: TextToImage, judge, classes: list[str]
+) -> dict:
     """Conditional accuracy on the model's training prompts and on held-out phrasings (the
     data's ``conf/heldout`` file), ``phrasing_images_per_class`` images per class cycling
-    through each class's prompts, plus the accuracy of every held-out prompt."""
+    through each class's prompts and sampled with ``options``, plus the accuracy of every
+    held-out prompt."""
     n = cfg.phrasing_images_per_class
     if not n:
         return {}
@@ -201,11 +202,7 @@ def phrasing_accuracy(cfg: DictConfig, pipe: TextToImage, judge, classes: list[s
     for name, per_class in sets.items():
         prompts = [ps[j % len(ps)] for ps in per_class for j in range(n)]
         labels = torch.arange(len(per_class)).repeat_interleave(n)
-        images = pipe(
-            prompts, guidance_scale=cfg.guidance_scale, sampler=cfg.sampler, steps=cfg.steps,
-            timestep_spacing=cfg.timestep_spacing, eta=cfg.eta, seed=cfg.seed,
-            batch_size=cfg.batch_size, progress=False,
-        ).flatten(0, 1)  # fmt: skip
+        images = pipe(prompts, **options, progress=False).flatten(0, 1)
         correct = (predict(judge, images * 2 - 1) == labels).float()
         by_prompt = {p: [] for p in prompts}
         for p, c in zip(prompts, correct.tolist(), strict=True):

@@ -4,7 +4,6 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from diffusion_lit import checks
@@ -19,35 +18,18 @@ def sample(cfg: DictConfig) -> Path | None:
     checks.model_path(cfg, "ckpt_path")
     if cfg.prompts == "list":
         return list_prompts(cfg)
-    checks.sampling(cfg)
+    options = checks.sampling(cfg)
     checks.integer(cfg, "num_images", 1, 100_000)
     checks.out_dir(cfg)
     prompts = checks.texts(cfg, "prompts", optional=True)
     pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device, use_ema=cfg.use_ema)
     prompts = prompts or pipe.class_prompts
-    images = generate(pipe, prompts, cfg)
+    images = pipe(prompts, num_images=cfg.num_images, **options)
     grid = pipe.save(images, prompts, cfg.out_dir)
     log.info(
         "Wrote %d images per prompt for %d prompts; grid: %s", cfg.num_images, len(prompts), grid
     )
     return grid
-
-
-def generate(pipe: TextToImage, prompts: list[str], cfg: DictConfig, **kwargs) -> torch.Tensor:
-    """The images of ``prompts`` with the sample CLI's options in ``cfg`` (checked); ``kwargs``
-    go to the pipeline as well (``progress``, ``callback``)."""
-    return pipe(
-        prompts,
-        num_images=cfg.num_images,
-        guidance_scale=cfg.guidance_scale,
-        sampler=cfg.sampler,
-        steps=cfg.steps,
-        timestep_spacing=cfg.timestep_spacing,
-        eta=cfg.eta,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        **kwargs,
-    )
 
 
 def list_prompts(cfg: DictConfig) -> None:

@@ -1,4 +1,4 @@
-"""A callback the DDP test adds from the command line: every rank writes what it saw."""
+"""A callback the DDP tests add from the command line: every rank writes what it saw."""
 
 import json
 from pathlib import Path
@@ -27,3 +27,16 @@ class RankProbe(L.Callback):
         }
         path = self.out_dir / f"probe_rank{trainer.global_rank}.json"
         path.write_text(json.dumps(record))
+
+
+def probed(run_dir: Path) -> list[str]:
+    """The overrides of a run into ``run_dir`` whose every rank writes its probe there."""
+    return [
+        "+callbacks.probe._target_=ddp_probe.RankProbe",
+        f"+callbacks.probe.out_dir={run_dir}",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def read_probes(run_dir: Path, ranks: int = 2) -> list[dict]:
+    return [json.loads((run_dir / f"probe_rank{r}.json").read_text()) for r in range(ranks)]

@@ -1,7 +1,6 @@
 """Beyond one machine, on this one: a sweep through Hydra's submitit launcher, the sbatch script
 it writes for SLURM, two "nodes" of DDP, and a SLURM preemption signal followed by a requeue."""
 
-import json
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ from test_ddp import DDP
 from diffusion_lit.resume import interrupted_checkpoint
 
 from conftest import TINY, finish, start_training
+from ddp_probe import probed, read_probes
 
 
 def free_port() -> int:
@@ -72,9 +72,7 @@ def test_two_nodes_of_ddp_on_one_machine(tmp_path):
         *(o for o in DDP if o != "trainer.devices=2"),
         "trainer.devices=1",
         "trainer.num_nodes=2",
-        "+callbacks.probe._target_=ddp_probe.RankProbe",
-        f"+callbacks.probe.out_dir={run_dir}",
-        f"hydra.run.dir={run_dir}",
+        *probed(run_dir),
     ]
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     nodes = [
@@ -83,7 +81,7 @@ def test_two_nodes_of_ddp_on_one_machine(tmp_path):
     ]
     for node in nodes:
         finish(node)
-    probes = [json.loads((run_dir / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    probes = read_probes(run_dir)
     assert [(p["world_size"], p["node_rank"]) for p in probes] == [(2, 0), (2, 1)]
     assert probes[0]["local_val_losses"] != probes[1]["local_val_losses"]
     pooled = probes[0]["local_val_losses"] + probes[1]["local_val_losses"]

@@ -3,12 +3,12 @@ only, a SIGKILL mid-epoch resumed to the logs of an uninterrupted run, and a NaN
 stopping both."""
 
 import csv
-import json
 
 import pytest
 import torch
 
 from conftest import TINY, finish, kill_when_written, start_training
+from ddp_probe import probed, read_probes
 
 # TINY on two processes; a validation batch each
 DDP = [
@@ -27,12 +27,10 @@ def test_ddp_two_cpu_processes_sync_metrics_and_only_rank_zero_writes(tmp_path):
         *DDP,
         "trainer.max_epochs=2",
         "data.batch_size=32",
-        "+callbacks.probe._target_=ddp_probe.RankProbe",
-        f"+callbacks.probe.out_dir={run_dir}",
-        f"hydra.run.dir={run_dir}",
+        *probed(run_dir),
     ]
     finish(start_training(args, cwd=tmp_path))
-    probes = [json.loads((run_dir / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    probes = read_probes(run_dir)
     # each rank saw different validation images...
     assert probes[0]["local_val_losses"] != probes[1]["local_val_losses"]
     # ...yet both report the same val/loss: the mean over both ranks' batches
