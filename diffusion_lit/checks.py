@@ -169,6 +169,7 @@ def sampling(cfg) -> dict:
         "eta": real(cfg, "eta", 0, 1),
         "seed": integer(cfg, "seed", 0, MAX_SEED),
         "batch_size": integer(cfg, "batch_size", 1, 1_000_000),
+        "nearest_prompt": flag(cfg, "nearest_prompt"),
     }
 
 

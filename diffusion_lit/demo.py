@@ -140,7 +140,9 @@ class Page:
         options = checks.sampling(opts)
         checks.integer(opts, "num_images", 1, self.max_images)
         pipe = self.models.get(ckpt_path, use_ema)
-        notes = pipe.unfamiliar(prompts)
+        notes = [f"⚠️ {note}" for note in pipe.unfamiliar(prompts)]
+        drawn = pipe.drawn_as(prompts) if options["nearest_prompt"] else prompts
+        notes += pipe.substitutions(prompts, drawn)
         stop = self.stops[session.session_hash] = threading.Event()
 
         def step(done: int, total: int) -> None:  # the sampler's own steps, and the Stop button
@@ -163,7 +165,7 @@ class Page:
             f"{options['steps']} steps, guidance {options['guidance_scale']:g}, seed "
             f"{options['seed']}), saved in `{out}`"
         )
-        info += "".join(f"\n\n⚠️ {note}" for note in notes)
+        info += "".join(f"\n\n{note}" for note in notes)
         return gallery, str(grid), info
 
     def stop(self, session: gr.Request) -> None:

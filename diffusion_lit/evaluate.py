@@ -188,28 +188,42 @@ def phrasing_accuracy(
     """Conditional accuracy on the model's training prompts and on held-out phrasings (the
     data's ``conf/heldout`` file), ``phrasing_images_per_class`` images per class cycling
     through each class's prompts and sampled with ``options``, plus the accuracy of every
-    held-out prompt."""
+    prompt."""
     n = cfg.phrasing_images_per_class
     if not n:
         return {}
+    result = {}
+    for name, per_class in phrasing_sets(cfg, pipe, classes).items():
+        accuracy, per_prompt = prompt_accuracy(per_class, n, options, pipe, judge)
+        result |= {f"{name}_accuracy": accuracy, f"{name}_per_prompt": per_prompt}
+    return result
+
+
+def phrasing_sets(cfg: DictConfig, pipe: TextToImage, classes: list[str]) -> dict:
+    """``training_phrasings`` (the model's prompts) and, where the data has a ``conf/heldout``
+    file, ``heldout_phrasings``: each a list of prompts per class."""
     sets = {"training_phrasings": list(pipe.module.hparams.class_prompts)}
     if cfg.get("heldout"):
         sets["heldout_phrasings"] = class_prompts(
             classes, list(cfg.heldout.prompt_templates), cfg.heldout.get("class_synonyms"),
             where="heldout",
         )  # fmt: skip
-    result = {}
-    for name, per_class in sets.items():
-        prompts = [ps[j % len(ps)] for ps in per_class for j in range(n)]
-        labels = torch.arange(len(per_class)).repeat_interleave(n)
-        images = pipe(prompts, **options, progress=False).flatten(0, 1)
-        correct = (predict(judge, images * 2 - 1) == labels).float()
-        by_prompt = {p: [] for p in prompts}
-        for p, c in zip(prompts, correct.tolist(), strict=True):
-            by_prompt[p].append(c)
-        result[f"{name}_accuracy"] = correct.mean().item()
-        result[f"{name}_per_prompt"] = {p: sum(c) / len(c) for p, c in by_prompt.items()}
-    return result
+    return sets
+
+
+def prompt_accuracy(
+    per_class: list[list[str]], n: int, options: dict, pipe: TextToImage, judge
+) -> tuple[float, dict[str, float]]:
+    """The judge's accuracy on ``n`` images per class cycling through each class's prompts, in
+    all and by prompt."""
+    prompts = [ps[j % len(ps)] for ps in per_class for j in range(n)]
+    labels = torch.arange(len(per_class)).repeat_interleave(n)
+    images = pipe(prompts, **options, progress=False).flatten(0, 1)
+    correct = (predict(judge, images * 2 - 1) == labels).float()
+    by_prompt = {p: [] for p in prompts}
+    for p, c in zip(prompts, correct.tolist(), strict=True):
+        by_prompt[p].append(c)
+    return correct.mean().item(), {p: sum(c) / len(c) for p, c in by_prompt.items()}
 
 
 def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:

@@ -60,3 +60,12 @@ def test_unfamiliar_bench_smoke(trained_run):
     run_dir, _, _ = trained_run
     out = run_bench("unfamiliar.py", str(run_dir / "checkpoints" / "last.ckpt"))
     assert "| 0.6 (the pipeline's) |" in out and "held-out phrasings let through" in out
+
+
+@pytest.mark.slow
+def test_phrasings_bench_smoke(trained_run):
+    run_dir, _, _ = trained_run
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    out = run_bench("phrasings.py", ckpt, "data=digits", "data.image_size=8", "steps=2")
+    assert "| from their own embedding | " in out
+    assert "| as the nearest training prompt (the default) | " in out

@@ -87,6 +87,15 @@ def test_generate_gives_the_sample_clis_images(page, client, tmp_path):
     np.testing.assert_array_equal(pixels([grid]), pixels([tmp_path / "grid.png"]))
 
 
+def test_the_page_says_how_it_reads_prompts_it_never_trained_on(page, client):
+    _, cfg = page
+    prompts = "please sketch the number six\na red car"
+    _, captions, _, info = generate(client, cfg.ckpt_path, prompts, 1, 1.5, "ddim", 2, 0, True)
+    assert captions == ["please sketch the number six", "a red car"]  # both drawn
+    assert "⚠️ 'a red car' is not like any training prompt; nearest: '" in info
+    assert "'please sketch the number six' is drawn as the training prompt '" in info
+
+
 def test_bad_input_is_answered_in_the_page_and_the_server_keeps_running(page, client, tmp_path):
     app, cfg = page
     broken = tmp_path / "broken.ckpt"

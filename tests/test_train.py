@@ -46,7 +46,7 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     assert set(hp) == {"version", "net", "schedule", "text_encoder", "class_names", "class_prompts"}
     assert hp["class_prompts"][6][0] == "Draw a six" and hp["class_names"][6] == "six"
     assert "Draw a 6" in hp["class_prompts"][6]  # the vocabulary: templates × name and numeral
-    assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 12, 384)  # every prompt, encoded
+    assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 32, 384)  # every prompt, encoded
 
 
 def test_overfitting_one_batch_drives_the_loss_down(tiny_cfg):
@@ -271,6 +271,22 @@ def test_a_prompt_unlike_every_training_prompt_is_drawn_with_a_one_line_warning(
         r"'a red car' is not like any training prompt; nearest: '.+' \(0\.\d\d\)",
         record.getMessage(),
     )
+
+
+def test_a_rephrasing_is_drawn_as_its_nearest_training_prompt_unless_told_otherwise(
+    trained_run, caplog
+):
+    run_dir, _, _ = trained_run
+    pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
+    kw = dict(num_images=2, steps=3, seed=1, progress=False)
+    rephrasing = "please sketch the number six"
+    [(near, _)] = pipe.nearest([rephrasing])
+    with caplog.at_level(logging.INFO, logger="diffusion_lit.pipeline"):
+        snapped = pipe([rephrasing, "Draw a one"], **kw)
+    assert f"{rephrasing!r} is drawn as the training prompt {near!r}" in caplog.messages
+    assert torch.equal(snapped, pipe([near, "Draw a one"], **kw))
+    own = pipe([rephrasing, "Draw a one"], **kw, nearest_prompt=False)
+    assert not torch.equal(own[0], snapped[0]) and torch.equal(own[1], snapped[1])
 
 
 def test_sample_cli_lists_what_the_model_can_draw(trained_run, capsys):
