@@ -39,4 +39,5 @@ def drive(url: str, shots: Path, prompts: list[str], per_prompt: int) -> list[st
 
 if __name__ == "__main__":
     url, folder = sys.argv[1], Path(sys.argv[2])
-    print(drive(url, folder, ["Draw a six", "please sketch the number 7", "please draw a red car"], 8))
+    prompts = ["Draw a six", "please sketch the number 7", "please draw a red car"]
+    print(drive(url, folder, prompts, 8))
