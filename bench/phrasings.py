@@ -11,9 +11,7 @@ import sys
 
 from common import OUT, SMOKE, config, record
 
-from diffusion_lit.config import build
-from diffusion_lit.evaluate import check, judge_for, phrasing_sets, prompt_accuracy
-from diffusion_lit.pipeline import TextToImage
+from diffusion_lit.evaluate import check, model_data_judge, phrasing_sets, prompt_accuracy
 
 
 def main() -> None:
@@ -24,11 +22,7 @@ def main() -> None:
     judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
     cfg = config([f"ckpt_path={ckpt}", *judge_dir, *overrides], name="evaluate")
     options = check(cfg)
-    pipe = TextToImage.from_checkpoint(ckpt, cfg.device)
-    cfg.data.image_size, cfg.data.channels = pipe.module.net.image_size, pipe.module.net.in_channels
-    datamodule = build(cfg.data)
-    datamodule.setup("fit")
-    judge, _, _ = judge_for(cfg, datamodule)
+    pipe, datamodule, judge, _, _ = model_data_judge(cfg)
     sets = phrasing_sets(cfg, pipe, datamodule.class_names)
     if "heldout_phrasings" not in sets:
         raise SystemExit("This data has no held-out phrasings (conf/heldout/<data>.yaml).")

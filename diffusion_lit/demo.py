@@ -140,8 +140,9 @@ class Page:
         options = checks.sampling(opts)
         checks.integer(opts, "num_images", 1, self.max_images)
         pipe = self.models.get(ckpt_path, use_ema)
-        notes = [f"⚠️ {note}" for note in pipe.unfamiliar(prompts)]
-        drawn = pipe.drawn_as(prompts) if options["nearest_prompt"] else prompts
+        text = pipe.embed(prompts)  # once for both notes
+        notes = [f"⚠️ {note}" for note in pipe.unfamiliar(prompts, text)]
+        drawn = pipe.drawn_as(prompts, text) if options["nearest_prompt"] else prompts
         notes += pipe.substitutions(prompts, drawn)
         stop = self.stops[session.session_hash] = threading.Event()
 

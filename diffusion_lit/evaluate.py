@@ -131,9 +131,10 @@ def check(cfg: DictConfig) -> dict:
     return options
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Returns the evaluation (or, with no checkpoint, the judge's held-out accuracy)."""
-    options = check(cfg)
+def model_data_judge(cfg: DictConfig):
+    """The checkpoint's pipeline (None without ``ckpt_path``), the data set up at the size the
+    model generates, and the judge for that data with its metadata and path; refuses a judge,
+    data and checkpoint that disagree on the classes."""
     pipe = None
     if cfg.ckpt_path:
         pipe = TextToImage.from_checkpoint(cfg.ckpt_path, cfg.device, use_ema=cfg.use_ema)
@@ -144,19 +145,28 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     classes = datamodule.class_names
     judge, meta, path = judge_for(cfg, datamodule)
+    if pipe is not None:
+        trained_on = list(pipe.module.hparams.class_names)
+        if meta["classes"] != classes or trained_on != classes:
+            raise UserError(
+                f"The judge at {path} knows classes {meta['classes']}, the data has {classes} "
+                f"and the checkpoint {trained_on}: pass the data the model was trained on, and "
+                "retrain the judge (train_classifier=true) if the data changed."
+            )
+    return pipe, datamodule, judge, meta, path
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Returns the evaluation (or, with no checkpoint, the judge's held-out accuracy)."""
+    options = check(cfg)
+    pipe, datamodule, judge, meta, path = model_data_judge(cfg)
     if pipe is None:
         if not cfg.train_classifier:
             raise UserError(
                 "Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true."
             )
         return {"classifier_accuracy": meta["val_accuracy"], "classifier": str(path)}
-    trained_on = list(pipe.module.hparams.class_names)
-    if meta["classes"] != classes or trained_on != classes:
-        raise UserError(
-            f"The judge at {path} knows classes {meta['classes']}, the data has {classes} and "
-            f"the checkpoint {trained_on}: pass the data the model was trained on, and retrain "
-            "the judge (train_classifier=true) if the data changed."
-        )
+    classes = datamodule.class_names
 
     n = cfg.images_per_class
     images, seconds = timed(pipe, None, num_images=n, **options)

@@ -1,5 +1,6 @@
 """The Python sampling API: load a checkpoint once, turn prompts into images."""
 
+import functools
 import logging
 import math
 import re
@@ -99,7 +100,7 @@ class TextToImage:
 
     def drawn_as(self, prompts: list[str], text: TextEmbedding | None = None) -> list[str]:
         """Each prompt, or for one the model never trained on, its nearest training prompt."""
-        trained = {p for ps in self.module.hparams.class_prompts for p in ps}
+        trained = self.stored_prompts
         if all(p in trained for p in prompts):
             return prompts
         nearest = [near for near, _ in self.nearest(prompts, text)]
@@ -118,14 +119,19 @@ class TextToImage:
             log.warning(note)
         return notes
 
-    def embed(self, prompts: list[str]) -> TextEmbedding:
-        """Text embeddings: the saved ones when every prompt is a class prompt, otherwise all
-        prompts through the checkpoint's text encoder."""
-        stored = {
+    @functools.cached_property
+    def stored_prompts(self) -> dict[str, tuple[int, int]]:
+        """Every training prompt and where its embedding is saved: (class, position)."""
+        return {
             p: (c, k)
             for c, templates in enumerate(self.module.hparams.class_prompts)
             for k, p in enumerate(templates)
         }
+
+    def embed(self, prompts: list[str]) -> TextEmbedding:
+        """Text embeddings: the saved ones when every prompt is a class prompt, otherwise all
+        prompts through the checkpoint's text encoder."""
+        stored = self.stored_prompts
         if all(p in stored for p in prompts):
             index = torch.tensor([stored[p] for p in prompts], device=self.module.device)
             return self.module.prompts.lookup(index[:, 0], index[:, 1])
