@@ -41,6 +41,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/sampling.py $(CKPT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/unfamiliar.py $(CKPT)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/phrasings.py $(CKPT) data=digits
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/retrieval.py --data digits
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recipe.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/time_to_quality.py
 

@@ -3,9 +3,10 @@ wall-clock budget on this machine, then is judged by the evaluation (conditional
 ÷ real-vs-real, diversity, precision/recall in the judge's features).
 
     python bench/recipe.py [--budget SECONDS] [--experiment quickstart] [--only NAME,NAME]
-                           [--guidance 1.5] [overrides ...] [--smoke]
+                           [--guidance 1.5] [--images 50] [overrides ...] [--smoke]
 
-``--only`` takes variant names, comma-separated (e.g. ``--only "+ warm-up + cosine"``).
+``--only`` takes variant names, comma-separated (e.g. ``--only "+ warm-up + cosine"``);
+``--images`` is the number of samples per class each variant is judged on.
 
 A variant's budget becomes a step count: a short probe run measures its seconds per step, and
 the real run gets ``trainer.max_steps`` = budget ÷ that, so the learning-rate schedule knows
@@ -59,6 +60,7 @@ VARIANTS = {
     "new: width 32": NEW_RECIPE | {"model.base_channels": 32},
     "new: width 48": NEW_RECIPE | {"model.base_channels": 48},
     "new: width 64": NEW_RECIPE | {"model.base_channels": 64},
+    "new: width 48 + batch 64": NEW_RECIPE | {"model.base_channels": 48, "data.batch_size": 64},
     "new: enhanced width 32": NEW_RECIPE | {"model": "enhanced", "model.base_channels": 32},
 }  # fmt: skip
 SMOKE_OVERRIDES = [
@@ -72,7 +74,7 @@ def option(name: str, default: str) -> str:
 
 
 def overrides_given() -> list[str]:
-    options = ("--budget", "--only", "--experiment", "--guidance")
+    options = ("--budget", "--only", "--experiment", "--guidance", "--images")
     skip = {i + 1 for i, a in enumerate(sys.argv) if a in options}
     return [a for i, a in enumerate(sys.argv[1:], 1) if "=" in a and i not in skip]
 
@@ -104,10 +106,12 @@ def run(name: str, overrides: list[str], budget: float) -> dict:
 
 def config_evaluate(run_dir, data: list[str]):
     """The same judging for every variant: the last checkpoint, DDPM 100 steps, ``--guidance``
-    (the sample CLI's 1.5 by default)."""
-    n, steps = (2, 5) if SMOKE else (50, 100)
+    (the sample CLI's 1.5 by default), ``--images`` per class; no phrasing rows (the table has
+    none)."""
+    n, steps = (2, 5) if SMOKE else (int(option("--images", "50")), 100)
     return config([
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *data, f"images_per_class={n}",
+        "phrasing_images_per_class=0",
         f"steps={steps}", "sampler=ddpm", f"guidance_scale={option('--guidance', '1.5')}",
         f"out_dir={run_dir / 'eval'}",
         f"classifier.dir={OUT / 'classifiers'}",
@@ -136,8 +140,8 @@ def main() -> None:
     record(
         f"Recipe: quality after the same {budget:.0f} s training budget per variant ({experiment})",
         "\n".join(rows),
-        notes=f"Judged with DDPM 100 steps, guidance {option('--guidance', '1.5')}, 50 images "
-        "per class, EMA weights; "
+        notes=f"Judged with DDPM 100 steps, guidance {option('--guidance', '1.5')}, "
+        f"{option('--images', '50')} images per class, EMA weights; "
         "FID in the judge's quality features, ÷ real-vs-real. Overrides for all: "
         f"`{' '.join(extra) or 'none'}`.",
     )

@@ -1,9 +1,13 @@
 """Sampling settings against quality on one checkpoint, side by side in one run: the samplers
 and step counts (images/s, conditional accuracy, FID ÷ real-vs-real, diversity, precision,
-recall), then the guidance scale with one sampler. The sample and evaluate CLIs' defaults are
-chosen from these tables.
+recall), then the guidance scale with one sampler, then guidance scales with the interval of
+the denoising they apply in (``guidance_interval``), then the network's precision at the sample
+CLI's guidance (32 vs bf16-mixed). The sample and evaluate CLIs' defaults are chosen from these
+tables.
 
-    python bench/sampling.py [ckpt_path] [--guidance-sampler ddpm:1000] [overrides ...] [--smoke]
+    python bench/sampling.py [ckpt_path] [--guidance-sampler ddpm:1000] [--images-per-class 50]
+                             [--only samplers,guidance,interval,precision]
+                             [--guidance-intervals 1.5@0-1,3@0.4-1] [overrides ...] [--smoke]
 
 The checkpoint defaults to the newest quickstart run (outputs/runs/*/checkpoints/last.ckpt);
 its judge classifier is trained the first time.
@@ -16,14 +20,16 @@ from common import OUT, ROOT, SMOKE, config, record
 
 from diffusion_lit.evaluate import evaluate
 
-OPTIONS = ("--guidance-sampler", "--images-per-class")
+OPTIONS = ("--guidance-sampler", "--images-per-class", "--only", "--guidance-intervals")
 ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in OPTIONS
         and sys.argv[i - 1] not in OPTIONS]  # fmt: skip
 SAMPLERS = [("ddpm", 1000), ("ddpm", 250), ("ddpm", 100), ("ddim", 50), ("ddim", 20),
             ("dpmpp_2m", 20), ("dpmpp_2m", 10)]  # fmt: skip
 GUIDANCE = [0.0, 1.0, 1.5, 2.0, 3.0, 5.0]
+INTERVALS = "1.5@0-1,2@0-1,3@0.2-1,3@0.3-1,3@0.4-1,5@0.4-1"  # guidance @ start-stop
 if SMOKE:
     SAMPLERS, GUIDANCE = [("ddpm", 4), ("ddim", 2), ("dpmpp_2m", 2)], [1.0, 3.0]
+    INTERVALS = "1@0-1,3@0.4-1"
 HEADER = ["| {} | img/s | accuracy | FID ÷ real | diversity | precision | recall |",
           "|---|---|---|---|---|---|---|"]  # fmt: skip
 
@@ -39,13 +45,23 @@ def newest_checkpoint() -> Path:
     return found[-1]
 
 
-def judge(ckpt: Path, sampler: str, steps: int, guidance: float, n: int, overrides) -> dict:
+def judge(
+    ckpt: Path, sampler: str, steps: int, guidance: float, n: int, overrides, interval=(0, 1)
+) -> dict:
     judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
+    name = f"{sampler}{steps}-w{guidance:g}-i{interval[0]:g}-{interval[1]:g}"
     return evaluate(config([
         f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}", f"guidance_scale={guidance}",
-        f"images_per_class={n}", "data.num_workers=0",
-        f"out_dir={OUT / 'eval' / f'{sampler}{steps}-w{guidance:g}'}", *judge_dir, *overrides,
+        f"guidance_interval=[{interval[0]},{interval[1]}]", f"images_per_class={n}",
+        "data.num_workers=0", "phrasing_images_per_class=0", f"out_dir={OUT / 'eval' / name}",
+        *judge_dir, *overrides,
     ], name="evaluate"))  # fmt: skip
+
+
+def guidance_intervals(text: str) -> list[tuple[float, tuple[float, float]]]:
+    """``1.5@0-1,3@0.4-1`` → [(1.5, (0.0, 1.0)), (3.0, (0.4, 1.0))]."""
+    pairs = [item.split("@") for item in text.split(",")]
+    return [(float(w), tuple(map(float, span.split("-")))) for w, span in pairs]
 
 
 def row(first: str, r: dict) -> str:
@@ -60,22 +76,57 @@ def main() -> None:
     n = int(option("--images-per-class", "2" if SMOKE else "50"))
     guidance_sampler, guidance_steps = option("--guidance-sampler", "ddpm:4" if SMOKE
                                               else "ddpm:1000").split(":")  # fmt: skip
-    rows = [HEADER[0].format("sampler, steps"), HEADER[1]]
-    for sampler, steps in SAMPLERS:
-        rows.append(row(f"{sampler} {steps}", judge(ckpt, sampler, steps, 3.0, n, overrides)))
-        print(rows[-1], flush=True)
-    record(
-        f"Samplers at guidance 3 ({n} images per class, EMA weights)",
-        "\n".join(rows),
-        notes=f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real.",
-    )
-    rows = [HEADER[0].format("guidance"), HEADER[1]]
-    for w in GUIDANCE:
-        r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, overrides)
-        rows.append(row(f"{w:g}", r))
-        print(rows[-1], flush=True)
-    record(f"Guidance scale with {guidance_sampler} {guidance_steps} steps ({n} images per class)",
-           "\n".join(rows), notes=f"Checkpoint: `{ckpt}`.")  # fmt: skip
+    tables = option("--only", "samplers,guidance,interval,precision").split(",")
+    if "samplers" in tables:
+        rows = [HEADER[0].format("sampler, steps"), HEADER[1]]
+        for sampler, steps in SAMPLERS:
+            rows.append(row(f"{sampler} {steps}", judge(ckpt, sampler, steps, 3.0, n, overrides)))
+            print(rows[-1], flush=True)
+        record(
+            f"Samplers at guidance 3 ({n} images per class, EMA weights)",
+            "\n".join(rows),
+            notes=f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real.",
+        )
+    if "guidance" in tables:
+        rows = [HEADER[0].format("guidance"), HEADER[1]]
+        for w in GUIDANCE:
+            r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, overrides)
+            rows.append(row(f"{w:g}", r))
+            print(rows[-1], flush=True)
+        record(
+            f"Guidance scale with {guidance_sampler} {guidance_steps} steps ({n} images per class)",
+            "\n".join(rows),
+            notes=f"Checkpoint: `{ckpt}`.",
+        )
+    if "interval" in tables:
+        rows = [HEADER[0].format("guidance, interval"), HEADER[1]]
+        for w, span in guidance_intervals(option("--guidance-intervals", INTERVALS)):
+            r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, overrides, span)
+            rows.append(row(f"{w:g} on [{span[0]:g}, {span[1]:g}]", r))
+            print(rows[-1], flush=True)
+        record(
+            f"Guidance in an interval of the denoising, {guidance_sampler} {guidance_steps} steps "
+            f"({n} images per class)",
+            "\n".join(rows),
+            notes=f"Checkpoint: `{ckpt}`. Interval: the part of the way from noise (0) to image "
+            "(1) where guidance applies; elsewhere the conditional prediction alone.",
+        )
+    if "precision" in tables:
+        cli = config([], name="sample")
+        w, span = cli.guidance_scale, tuple(cli.guidance_interval)
+        rows = [HEADER[0].format("precision"), HEADER[1]]
+        for precision in ("32", "bf16-mixed"):
+            extra = [*overrides, f"precision={precision}"]
+            r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, extra, span)
+            rows.append(row(precision, r))
+            print(rows[-1], flush=True)
+        record(
+            f"Sampling precision, {guidance_sampler} {guidance_steps} steps, guidance {w:g} on "
+            f"[{span[0]:g}, {span[1]:g}] ({n} images per class)",
+            "\n".join(rows),
+            notes=f"Checkpoint: `{ckpt}`. bf16-mixed: the network's passes in bfloat16 autocast, "
+            "the sampler's arithmetic in fp32; the same seed and starting noise.",
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.samplers import SAMPLERS, SPACINGS
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32 bits
+SAMPLING_PRECISIONS = ("32", "bf16-mixed")
 
 
 def value(cfg: DictConfig, key: str):
@@ -170,7 +171,34 @@ def sampling(cfg) -> dict:
         "seed": integer(cfg, "seed", 0, MAX_SEED),
         "batch_size": integer(cfg, "batch_size", 1, 1_000_000),
         "nearest_prompt": flag(cfg, "nearest_prompt"),
+        "precision": sampling_precision(cfg),
+        "guidance_interval": interval(cfg, "guidance_interval"),
     }
+
+
+def interval(cfg, key: str) -> tuple[float, float]:
+    """Two numbers ``[start, stop]`` with 0 ≤ start ≤ stop ≤ 1."""
+    x = value(cfg, key)
+    pair = list(x) if isinstance(x, ListConfig | list | tuple) else None
+    ok = (
+        pair is not None
+        and len(pair) == 2
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in pair
+        )
+    )
+    if not ok or not 0 <= pair[0] <= pair[1] <= 1:
+        raise _refuse(key, x if pair is None else pair, "[start, stop] with 0 ≤ start ≤ stop ≤ 1")
+    return float(pair[0]), float(pair[1])
+
+
+def sampling_precision(cfg) -> str:
+    """``precision``: 32 or bf16-mixed (given on the command line, 32 arrives as a number)."""
+    x = value(cfg, "precision")
+    if str(x) not in SAMPLING_PRECISIONS:
+        raise _refuse("precision", x, f"one of {', '.join(SAMPLING_PRECISIONS)}")
+    return str(x)
 
 
 def synonyms(cfg, key: str) -> None:

@@ -66,8 +66,11 @@ def default_out_dir(cfg: DictConfig) -> Path:
     ckpt = Path(cfg.ckpt_path)
     raw = "" if cfg.use_ema else "-raw"
     spacing = "" if cfg.timestep_spacing == "linspace" else f"-{cfg.timestep_spacing}"
+    start, stop = cfg.guidance_interval
+    interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
+    bf16 = "-bf16" if str(cfg.precision) == "bf16-mixed" else ""
     return RunDir.evaluation_dir(
-        ckpt, f"{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{raw}"
+        ckpt, f"{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{interval}{bf16}{raw}"
     )
 
 
@@ -177,8 +180,10 @@ def evaluate(cfg: DictConfig) -> dict:
     result = {
         "checkpoint": str(cfg.ckpt_path),
         "sampler": cfg.sampler, "steps": cfg.steps, "timestep_spacing": cfg.timestep_spacing,
-        "eta": cfg.eta,
-        "guidance_scale": cfg.guidance_scale, "use_ema": cfg.use_ema, "seed": cfg.seed,
+        "eta": cfg.eta, "precision": options["precision"],
+        "guidance_scale": cfg.guidance_scale,
+        "guidance_interval": list(options["guidance_interval"]),
+        "use_ema": cfg.use_ema, "seed": cfg.seed,
         "images_per_class": n, "heldout_images": len(heldout[0]),
         "reference_images": len(reference[0]),
         "classifier": str(path), "classifier_accuracy": meta["val_accuracy"],

@@ -233,12 +233,24 @@ class DiffusionModule(L.LightningModule):
     # -- sampling ---------------------------------------------------------------------------
 
     def guided_noise(
-        self, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, guidance_scale: float
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: TextEmbedding,
+        guidance_scale: float,
+        interval: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """Classifier-free guidance: ε = ε_uncond + w · (ε_cond − ε_uncond), with the conditional
-        and unconditional (null-prompt) passes batched together."""
+        and unconditional (null-prompt) passes batched together, where the denoising is within
+        ``interval`` = (start, stop) of the way from noise (t = T − 1 is 0) to image (t = 0 is
+        1); outside it the conditional prediction alone, in one pass (guidance in a limited
+        interval, Kynkäänniemi et al. 2024; the start and stop of diffusers' guiders)."""
+        done = 1 - t[0].item() / (self.schedule.timesteps - 1)
+        if not interval[0] <= done <= interval[1]:
+            return self.schedule.predict_noise(x, t, self.predict(x, t, text).float())
         both = text.cat(text.null())
-        cond, uncond = self.predict(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+        out = self.predict(torch.cat([x, x]), torch.cat([t, t]), both)
+        cond, uncond = out.float().chunk(2)  # the guidance and the sampler's update in fp32
         # ε, v and x_0 are affine in each other for a given x_t: guiding any of them is the same
         return self.schedule.predict_noise(x, t, uncond + guidance_scale * (cond - uncond))
 
@@ -254,10 +266,15 @@ class DiffusionModule(L.LightningModule):
         progress: bool = True,
         timestep_spacing: str = "linspace",
         callback: StepCallback | None = None,
+        precision: str = "32",
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
         comes from ``generator`` on the CPU, so a seed gives the same images on any device.
-        ``callback``: see :func:`~diffusion_lit.samplers.run_sampler`."""
+        ``callback``: see :func:`~diffusion_lit.samplers.run_sampler`. ``precision``
+        ``bf16-mixed`` runs the network under bfloat16 autocast (the sampler's arithmetic stays
+        in fp32), as bf16-mixed training does; ``32`` in fp32. ``guidance_interval``: see
+        :meth:`guided_noise`."""
         was_training = self.net.training
         self.net.eval()
         shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
@@ -265,10 +282,16 @@ class DiffusionModule(L.LightningModule):
             self.device, memory_format=self.memory_format
         )
         text = text.map(lambda z: z.to(self.device))
+        bf16 = precision == "bf16-mixed"
+
+        def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+                return self.guided_noise(x_t, t, text, guidance_scale, guidance_interval)
+
         try:
             return run_sampler(
                 sampler,
-                lambda x_t, t: self.guided_noise(x_t, t, text, guidance_scale),
+                noise,
                 self.schedule,
                 x,
                 steps,

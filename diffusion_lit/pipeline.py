@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
@@ -17,7 +16,7 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.samplers import StepCallback
 from diffusion_lit.spec import build_component
-from diffusion_lit.text import TextEmbedding, TextEncoder
+from diffusion_lit.text import TextEmbedding, TextEncoder, most_similar
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,7 @@ class TextToImage:
         """For each prompt, the most similar training prompt and the cosine similarity of their
         pooled text embeddings."""
         text = self.embed(prompts) if text is None else text
-        bank = self.module.prompts.pooled.flatten(0, 1)
-        query = text.pooled.to(bank.device, torch.float32)
-        sims = F.normalize(query, dim=-1) @ F.normalize(bank.float(), dim=-1).T
-        best, index = sims.max(dim=1)
+        best, index = most_similar(text.pooled, self.module.prompts.pooled.flatten(0, 1))
         flat = [p for ps in self.module.hparams.class_prompts for p in ps]
         return [(flat[i], s) for i, s in zip(index.tolist(), best.tolist(), strict=True)]
 
@@ -153,6 +149,8 @@ class TextToImage:
         timestep_spacing: str = "linspace",
         callback: StepCallback | None = None,
         nearest_prompt: bool = True,
+        precision: str = "32",
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
         ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` timesteps
@@ -163,7 +161,11 @@ class TextToImage:
         prompt the model never trained on by the stored embedding of its most similar training
         prompt (pooled text embeddings, as :meth:`nearest`): a class-prompt model reads a
         rephrasing as the nearest prompt it knows more reliably than it reads the rephrasing's
-        own embedding (bench/RESULTS.md); ``False`` conditions on the prompt's own embedding."""
+        own embedding (bench/RESULTS.md); ``False`` conditions on the prompt's own embedding.
+        ``precision``: ``32``, or ``bf16-mixed`` for the network's passes in bfloat16 autocast
+        (:meth:`DiffusionModule.generate`). ``guidance_interval`` (start, stop): guidance only
+        that part of the way from noise (0) to image (1), the conditional prediction alone
+        elsewhere (:meth:`DiffusionModule.guided_noise`)."""
         prompts = self.class_prompts if prompts is None else list(prompts)
         if not prompts:
             raise UserError("The prompt list is empty: give at least one prompt.")
@@ -200,6 +202,8 @@ class TextToImage:
                     progress,
                     timestep_spacing,
                     counted(k),
+                    precision,
+                    tuple(guidance_interval),
                 )
                 for k, chunk in enumerate(chunks)
             ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffusion_lit.errors import UserError, first_line
@@ -46,6 +47,14 @@ class TextEmbedding:
 
     def __len__(self) -> int:
         return self.pooled.shape[0]
+
+
+def most_similar(query: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each pooled embedding of ``query`` (Q, D), the cosine similarity of the most similar
+    row of ``bank`` (N, D) and that row's index: how a new prompt finds its training prompt."""
+    query, bank = query.to(bank.device, torch.float32), bank.float()
+    sims = F.normalize(query, dim=-1) @ F.normalize(bank, dim=-1).T
+    return sims.max(dim=1)
 
 
 class TextEncoder(nn.Module):

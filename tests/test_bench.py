@@ -29,7 +29,9 @@ def test_throughput_bench_smoke():
 def test_sampling_bench_smoke(trained_run):
     run_dir, _, _ = trained_run
     out = run_bench("sampling.py", str(run_dir / "checkpoints" / "last.ckpt"), "data.image_size=8")
-    for first in ["ddpm 4", "ddim 2", "dpmpp_2m 2", "1", "3"]:  # samplers, then guidance scales
+    # samplers, guidance scales, guidance scales in intervals, precisions
+    for first in ["ddpm 4", "ddim 2", "dpmpp_2m 2", "1", "3", "1 on [0, 1]", "3 on [0.4, 1]",
+                  "32", "bf16-mixed"]:  # fmt: skip
         assert f"| {first} |" in out
 
 
@@ -69,3 +71,9 @@ def test_phrasings_bench_smoke(trained_run):
     out = run_bench("phrasings.py", ckpt, "data=digits", "data.image_size=8", "steps=2")
     assert "| from their own embedding | " in out
     assert "| as the nearest training prompt (the default) | " in out
+
+
+@pytest.mark.slow
+def test_retrieval_bench_smoke():  # text only: MiniLM finds every digit phrasing's class
+    out = run_bench("retrieval.py")
+    assert "| `text_encoder=minilm` | digits | 100/100 (100%) | — |" in out

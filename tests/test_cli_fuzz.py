@@ -147,7 +147,8 @@ def fuzz(cli, base: list[str], drawn: dict, root: Path, run_cli, monkeypatch) ->
 
 
 SAMPLING = ["ckpt_path", "guidance_scale", "sampler", "steps", "timestep_spacing", "eta",
-            "use_ema", "seed", "batch_size", "device", "out_dir"]  # fmt: skip
+            "use_ema", "seed", "batch_size", "device", "out_dir", "precision",
+            "guidance_interval"]  # fmt: skip
 
 
 @FUZZ

@@ -52,6 +52,18 @@ def test_guidance_scale_zero_is_unconditional_and_one_conditional(kind):
     torch.testing.assert_close(module.guided_noise(x, t, text, w), uncond + w * (cond - uncond))
 
 
+def test_guidance_applies_only_within_its_interval_of_the_denoising():
+    module = tiny_module("simple").eval()
+    x, _, text = inputs(module)
+    last = module.schedule.timesteps - 1
+    # t = T − 1 is the start of the denoising (0), t = 0 its end (1)
+    for t_value, guided in [(last, False), (last // 2, True), (0, False)]:
+        t = torch.full((4,), t_value)
+        cond, uncond = module.predict(x, t, text), module.predict(x, t, text.null())
+        expected = uncond + 3.0 * (cond - uncond) if guided else cond
+        torch.testing.assert_close(module.guided_noise(x, t, text, 3.0, (0.25, 0.75)), expected)
+
+
 @pytest.mark.parametrize("kind", ["simple", "enhanced"])
 def test_the_null_prompt_at_sampling_is_what_text_dropout_feeds_in_training(kind):
     module = tiny_module(kind)

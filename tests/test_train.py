@@ -117,6 +117,14 @@ def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta)
     assert torch.equal(runs[0], runs[1])
 
 
+def test_bf16_sampling_draws_the_fp32_images_up_to_rounding(trained_run):
+    pipe = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", device="cpu")
+    kw = dict(num_images=4, steps=8, seed=3, progress=False)
+    fp32, bf16 = pipe(None, **kw), pipe(None, **kw, precision="bf16-mixed")
+    assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # it did run in bf16
+    assert (fp32 - bf16).abs().mean() < 0.02  # of a [0, 1] range: the same pictures
+
+
 def test_pipeline_reports_steps_over_all_batches(trained_run):
     pipe = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", device="cpu")
     seen = []
