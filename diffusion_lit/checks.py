@@ -18,7 +18,7 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.samplers import SAMPLERS, SPACINGS
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32 bits
-SAMPLING_PRECISIONS = ("32", "bf16-mixed")
+SAMPLING_PRECISIONS = ("auto", "32", "bf16-mixed")
 
 
 def value(cfg: DictConfig, key: str):
@@ -194,7 +194,7 @@ def interval(cfg, key: str) -> tuple[float, float]:
 
 
 def sampling_precision(cfg) -> str:
-    """``precision``: 32 or bf16-mixed (given on the command line, 32 arrives as a number)."""
+    """``precision``: auto, 32 or bf16-mixed (on the command line, 32 arrives as a number)."""
     x = value(cfg, "precision")
     if str(x) not in SAMPLING_PRECISIONS:
         raise _refuse("precision", x, f"one of {', '.join(SAMPLING_PRECISIONS)}")

@@ -5,22 +5,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lit.precision import native_bf16
 from diffusion_lit.run_dir import RunDir  # noqa: F401  (registers the ${run_file:...} resolver)
 from diffusion_lit.spec import SPEC_VERSION, kind_of
 
 
 def fast_precision(accelerator: str) -> str:
     """``${fast_precision:${trainer.accelerator}}``: ``bf16-mixed`` where ``accelerator`` computes
-    bf16 natively (a CUDA GPU with bf16; a CPU with AVX512-BF16/AMX or Arm BF16, through oneDNN),
-    else ``32`` (emulated bf16 is slower than 32-bit). On this project's 2-core AVX512-BF16 CPU
-    bf16-mixed trains the Fashion-MNIST UNet 1.8× faster (bench/RESULTS.md)."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        native = (
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    return "bf16-mixed" if native else "32"
+    bf16 natively (:func:`~diffusion_lit.precision.native_bf16`), else ``32``. On this project's
+    2-core AVX512-BF16 CPU bf16-mixed trains the Fashion-MNIST UNet 1.8× faster
+    (bench/RESULTS.md)."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if native_bf16("cuda" if gpu else "cpu") else "32"
 
 
 OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)

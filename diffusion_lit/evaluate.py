@@ -28,6 +28,7 @@ from diffusion_lit.evaluation import (
 )
 from diffusion_lit.models.classifier import ImageClassifier
 from diffusion_lit.pipeline import TextToImage, save_grid
+from diffusion_lit.precision import sampling_precision
 from diffusion_lit.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,14 @@ def judge_for(cfg: DictConfig, datamodule) -> tuple[ImageClassifier, dict, Path]
     return judge, meta, path
 
 
-def default_out_dir(cfg: DictConfig) -> Path:
+def default_out_dir(cfg: DictConfig, precision: str) -> Path:
+    """Named by the settings: ``precision`` is the one sampled in (``auto`` resolved)."""
     ckpt = Path(cfg.ckpt_path)
     raw = "" if cfg.use_ema else "-raw"
     spacing = "" if cfg.timestep_spacing == "linspace" else f"-{cfg.timestep_spacing}"
     start, stop = cfg.guidance_interval
     interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
-    bf16 = "-bf16" if str(cfg.precision) == "bf16-mixed" else ""
+    bf16 = "-bf16" if precision == "bf16-mixed" else ""
     return RunDir.evaluation_dir(
         ckpt, f"{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{interval}{bf16}{raw}"
     )
@@ -180,7 +182,8 @@ def evaluate(cfg: DictConfig) -> dict:
     result = {
         "checkpoint": str(cfg.ckpt_path),
         "sampler": cfg.sampler, "steps": cfg.steps, "timestep_spacing": cfg.timestep_spacing,
-        "eta": cfg.eta, "precision": options["precision"],
+        "eta": cfg.eta,
+        "precision": sampling_precision(options["precision"], pipe.module.device.type),
         "guidance_scale": cfg.guidance_scale,
         "guidance_interval": list(options["guidance_interval"]),
         "use_ema": cfg.use_ema, "seed": cfg.seed,
@@ -193,7 +196,8 @@ def evaluate(cfg: DictConfig) -> dict:
     prompts = [p for p in pipe.class_prompts for _ in range(n)]
     result |= standard_metrics(cfg, heldout[0], samples, prompts)
     result |= phrasing_accuracy(cfg, options, pipe, judge, classes)
-    write_report(result, images, Path(cfg.out_dir or default_out_dir(cfg)))
+    out_dir = cfg.out_dir or default_out_dir(cfg, result["precision"])
+    write_report(result, images, Path(out_dir))
     return result
 
 

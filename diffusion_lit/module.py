@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanSquaredError
 
 from diffusion_lit.errors import UserError
+from diffusion_lit.precision import sampling_precision
 from diffusion_lit.samplers import StepCallback, run_sampler
 from diffusion_lit.spec import build_component
 from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
@@ -266,15 +267,16 @@ class DiffusionModule(L.LightningModule):
         progress: bool = True,
         timestep_spacing: str = "linspace",
         callback: StepCallback | None = None,
-        precision: str = "32",
+        precision: str = "auto",
         guidance_interval: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
         comes from ``generator`` on the CPU, so a seed gives the same images on any device.
         ``callback``: see :func:`~diffusion_lit.samplers.run_sampler`. ``precision``
         ``bf16-mixed`` runs the network under bfloat16 autocast (the sampler's arithmetic stays
-        in fp32), as bf16-mixed training does; ``32`` in fp32. ``guidance_interval``: see
-        :meth:`guided_noise`."""
+        in fp32), as bf16-mixed training does; ``32`` in fp32; ``auto`` the first where the device
+        computes bf16 natively (:func:`~diffusion_lit.precision.sampling_precision`).
+        ``guidance_interval``: see :meth:`guided_noise`."""
         was_training = self.net.training
         self.net.eval()
         shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
@@ -282,7 +284,7 @@ class DiffusionModule(L.LightningModule):
             self.device, memory_format=self.memory_format
         )
         text = text.map(lambda z: z.to(self.device))
-        bf16 = precision == "bf16-mixed"
+        bf16 = sampling_precision(precision, self.device.type) == "bf16-mixed"
 
         def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):

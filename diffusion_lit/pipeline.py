@@ -149,7 +149,7 @@ class TextToImage:
         timestep_spacing: str = "linspace",
         callback: StepCallback | None = None,
         nearest_prompt: bool = True,
-        precision: str = "32",
+        precision: str = "auto",
         guidance_interval: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
@@ -162,7 +162,8 @@ class TextToImage:
         prompt (pooled text embeddings, as :meth:`nearest`): a class-prompt model reads a
         rephrasing as the nearest prompt it knows more reliably than it reads the rephrasing's
         own embedding (bench/RESULTS.md); ``False`` conditions on the prompt's own embedding.
-        ``precision``: ``32``, or ``bf16-mixed`` for the network's passes in bfloat16 autocast
+        ``precision``: ``32``, ``bf16-mixed`` (the network's passes in bfloat16 autocast), or
+        ``auto``: bf16-mixed where the device computes bf16 natively
         (:meth:`DiffusionModule.generate`). ``guidance_interval`` (start, stop): guidance only
         that part of the way from noise (0) to image (1), the conditional prediction alone
         elsewhere (:meth:`DiffusionModule.guided_noise`)."""

@@ -150,7 +150,7 @@ def test_flower_images_of_any_mode_load_as_rgb(tmp_path, mode, color, suffix):
         (["device=cuda"], ["device='cuda' names a CUDA GPU", "device=cpu"]),
         (["num_images=0"], ["num_images=0 is not an integer from 1"]),
         (["steps=1"], ["visits only t=0", "timestep_spacing=trailing"]),
-        (["precision=16"], ["precision=16 is not one of 32, bf16-mixed"]),
+        (["precision=16"], ["precision=16 is not one of auto, 32, bf16-mixed"]),
         (["guidance_interval=[0.8,0.2]"], ["guidance_interval=[0.8, 0.2] is not [start, stop]"]),
     ],
     ids=[

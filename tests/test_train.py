@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from diffusion_lit.errors import UserError
 from diffusion_lit.pipeline import TextToImage, slugify
+from diffusion_lit.precision import native_bf16
 from diffusion_lit.sample import sample
 from diffusion_lit.text import TextEncoderUnavailable
 from diffusion_lit.train import train
@@ -120,9 +121,11 @@ def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta)
 def test_bf16_sampling_draws_the_fp32_images_up_to_rounding(trained_run):
     pipe = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", device="cpu")
     kw = dict(num_images=4, steps=8, seed=3, progress=False)
-    fp32, bf16 = pipe(None, **kw), pipe(None, **kw, precision="bf16-mixed")
+    fp32, bf16 = pipe(None, **kw, precision="32"), pipe(None, **kw, precision="bf16-mixed")
     assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # it did run in bf16
     assert (fp32 - bf16).abs().mean() < 0.02  # of a [0, 1] range: the same pictures
+    # the default, auto: bf16 where this CPU computes it natively
+    assert torch.equal(pipe(None, **kw), bf16 if native_bf16("cpu") else fp32)
 
 
 def test_pipeline_reports_steps_over_all_batches(trained_run):
