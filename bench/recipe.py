@@ -13,6 +13,7 @@ the real run gets ``trainer.max_steps`` = budget ÷ that, so the learning-rate s
 its horizon. Overrides after the options apply to every variant (e.g. ``data=fashion_mnist``).
 """
 
+import shutil
 import sys
 import time
 
@@ -94,6 +95,7 @@ def run(name: str, overrides: list[str], budget: float) -> dict:
     steps = max(5, int(budget / seconds_per_step(overrides, 8 if SMOKE else 30)))
     cfg = config([*overrides, f"trainer.max_steps={steps}", "trainer.max_epochs=-1"])
     run_dir = OUT / "recipe" / slugify(name)
+    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run's checkpoint would be resumed
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
     start = time.perf_counter()
