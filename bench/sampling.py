@@ -70,62 +70,60 @@ def row(first: str, r: dict) -> str:
             f"| {r['recall']:.2f} |")  # fmt: skip
 
 
+def table(label: str, runs: list[tuple[str, tuple]], title: str, notes: str) -> None:
+    """Judges each run, (row label, :func:`judge`'s arguments), and records the table."""
+    rows = [HEADER[0].format(label), HEADER[1]]
+    for first, args in runs:
+        rows.append(row(first, judge(*args)))
+        print(rows[-1], flush=True)
+    record(title, "\n".join(rows), notes=notes)
+
+
 def main() -> None:
     ckpt = Path(ARGS[0]) if ARGS and "=" not in ARGS[0] else newest_checkpoint()
     overrides = [a for a in ARGS if "=" in a]
     n = int(option("--images-per-class", "2" if SMOKE else "50"))
-    guidance_sampler, guidance_steps = option("--guidance-sampler", "ddpm:4" if SMOKE
-                                              else "ddpm:1000").split(":")  # fmt: skip
-    tables = option("--only", "samplers,guidance,interval,precision").split(",")
+    sampler, steps = option("--guidance-sampler", "ddpm:4" if SMOKE else "ddpm:1000").split(":")
+    steps, tables = int(steps), option("--only", "samplers,guidance,interval,precision").split(",")
+    on = f"{sampler} {steps} steps"
     if "samplers" in tables:
-        rows = [HEADER[0].format("sampler, steps"), HEADER[1]]
-        for sampler, steps in SAMPLERS:
-            rows.append(row(f"{sampler} {steps}", judge(ckpt, sampler, steps, 3.0, n, overrides)))
-            print(rows[-1], flush=True)
-        record(
+        table(
+            "sampler, steps",
+            [(f"{s} {k}", (ckpt, s, k, 3.0, n, overrides)) for s, k in SAMPLERS],
             f"Samplers at guidance 3 ({n} images per class, EMA weights)",
-            "\n".join(rows),
-            notes=f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real.",
+            f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real.",
         )
     if "guidance" in tables:
-        rows = [HEADER[0].format("guidance"), HEADER[1]]
-        for w in GUIDANCE:
-            r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, overrides)
-            rows.append(row(f"{w:g}", r))
-            print(rows[-1], flush=True)
-        record(
-            f"Guidance scale with {guidance_sampler} {guidance_steps} steps ({n} images per class)",
-            "\n".join(rows),
-            notes=f"Checkpoint: `{ckpt}`.",
+        table(
+            "guidance",
+            [(f"{w:g}", (ckpt, sampler, steps, w, n, overrides)) for w in GUIDANCE],
+            f"Guidance scale with {on} ({n} images per class)",
+            f"Checkpoint: `{ckpt}`.",
         )
     if "interval" in tables:
-        rows = [HEADER[0].format("guidance, interval"), HEADER[1]]
-        for w, span in guidance_intervals(option("--guidance-intervals", INTERVALS)):
-            r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, overrides, span)
-            rows.append(row(f"{w:g} on [{span[0]:g}, {span[1]:g}]", r))
-            print(rows[-1], flush=True)
-        record(
-            f"Guidance in an interval of the denoising, {guidance_sampler} {guidance_steps} steps "
-            f"({n} images per class)",
-            "\n".join(rows),
-            notes=f"Checkpoint: `{ckpt}`. Interval: the part of the way from noise (0) to image "
-            "(1) where guidance applies; elsewhere the conditional prediction alone.",
+        spans = guidance_intervals(option("--guidance-intervals", INTERVALS))
+        table(
+            "guidance, interval",
+            [
+                (f"{w:g} on [{a:g}, {b:g}]", (ckpt, sampler, steps, w, n, overrides, (a, b)))
+                for w, (a, b) in spans
+            ],
+            f"Guidance in an interval of the denoising, {on} ({n} images per class)",
+            f"Checkpoint: `{ckpt}`. Interval: the part of the way from noise (0) to image (1) "
+            "where guidance applies; elsewhere the conditional prediction alone.",
         )
-    if "precision" in tables:
+    if "precision" in tables:  # at the sample CLI's guidance
         cli = config([], name="sample")
-        w, span = cli.guidance_scale, tuple(cli.guidance_interval)
-        rows = [HEADER[0].format("precision"), HEADER[1]]
-        for precision in ("32", "bf16-mixed"):
-            extra = [*overrides, f"precision={precision}"]
-            r = judge(ckpt, guidance_sampler, int(guidance_steps), w, n, extra, span)
-            rows.append(row(precision, r))
-            print(rows[-1], flush=True)
-        record(
-            f"Sampling precision, {guidance_sampler} {guidance_steps} steps, guidance {w:g} on "
-            f"[{span[0]:g}, {span[1]:g}] ({n} images per class)",
-            "\n".join(rows),
-            notes=f"Checkpoint: `{ckpt}`. bf16-mixed: the network's passes in bfloat16 autocast, "
-            "the sampler's arithmetic in fp32; the same seed and starting noise.",
+        w, (a, b) = cli.guidance_scale, cli.guidance_interval
+        table(
+            "precision",
+            [
+                (p, (ckpt, sampler, steps, w, n, [*overrides, f"precision={p}"], (a, b)))
+                for p in ("32", "bf16-mixed")
+            ],
+            f"Sampling precision, {on}, guidance {w:g} on [{a:g}, {b:g}] ({n} images per class)",
+            f"Checkpoint: `{ckpt}`. bf16-mixed: the network's passes in bfloat16 autocast, the "
+            "sampler's arithmetic in fp32; the same seed and starting noise.",
         )
 
 

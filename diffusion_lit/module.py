@@ -246,9 +246,10 @@ class DiffusionModule(L.LightningModule):
         ``interval`` = (start, stop) of the way from noise (t = T − 1 is 0) to image (t = 0 is
         1); outside it the conditional prediction alone, in one pass (guidance in a limited
         interval, Kynkäänniemi et al. 2024; the start and stop of diffusers' guiders)."""
-        done = 1 - t[0].item() / (self.schedule.timesteps - 1)
-        if not interval[0] <= done <= interval[1]:
-            return self.schedule.predict_noise(x, t, self.predict(x, t, text).float())
+        if tuple(interval) != (0.0, 1.0):  # reads t on the host: no sync for the default
+            done = 1 - t[0].item() / (self.schedule.timesteps - 1)
+            if not interval[0] <= done <= interval[1]:
+                return self.schedule.predict_noise(x, t, self.predict(x, t, text).float())
         both = text.cat(text.null())
         out = self.predict(torch.cat([x, x]), torch.cat([t, t]), both)
         cond, uncond = out.float().chunk(2)  # the guidance and the sampler's update in fp32
