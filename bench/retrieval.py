@@ -15,7 +15,7 @@ import sys
 from common import SMOKE, config, record
 
 from diffusion_lit.config import build
-from diffusion_lit.data import class_prompts
+from diffusion_lit.evaluate import heldout_phrasings
 from diffusion_lit.text import most_similar
 
 
@@ -47,18 +47,12 @@ def main() -> None:
     for overrides in encoders:
         encoder = build(config(overrides.split()).text_encoder)
         for data in datas.split(","):
-            cfg = config([f"data={data}"])
-            heldout = config([f"data={data}"], name="evaluate").get("heldout")
+            cfg = config([f"data={data}"], name="evaluate")
+            datamodule = build(cfg.data)
+            heldout = heldout_phrasings(cfg, datamodule.class_names)
             if heldout is None:
                 raise SystemExit(f"data={data} has no held-out phrasings (conf/heldout/).")
-            classes = build(cfg.data).class_names
-            right, total, misses = retrieval(
-                encoder,
-                class_prompts(classes, list(cfg.data.prompt_templates),
-                              cfg.data.get("class_synonyms")),
-                class_prompts(classes, list(heldout.prompt_templates),
-                              heldout.get("class_synonyms"), where="heldout"),
-            )  # fmt: skip
+            right, total, misses = retrieval(encoder, datamodule.class_prompts, heldout)
             rows.append(
                 f"| `{overrides}` | {data} | {right}/{total} ({right / total:.0%}) "
                 f"| {'; '.join(misses) or '—'} |"

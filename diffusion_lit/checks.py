@@ -44,6 +44,11 @@ def integer(cfg, key: str, low: int, high: int, optional: bool = False) -> int |
     return x
 
 
+def _finite(x) -> bool:
+    """A finite int or float, not a boolean."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def real(
     cfg, key: str, low: float, high: float | None, above: bool = False, optional: bool = False
 ) -> float | None:
@@ -51,8 +56,7 @@ def real(
     x = value(cfg, key)
     if x is None and optional:
         return None
-    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-    if not ok or not (low < x if above else low <= x) or (high is not None and x > high):
+    if not _finite(x) or not (low < x if above else low <= x) or (high is not None and x > high):
         expected = f"a finite number {'>' if above else '≥'} {low:g}"
         raise _refuse(key, x, expected + ("" if high is None else f" and ≤ {high:g}"))
     return float(x)
@@ -180,14 +184,7 @@ def interval(cfg, key: str) -> tuple[float, float]:
     """Two numbers ``[start, stop]`` with 0 ≤ start ≤ stop ≤ 1."""
     x = value(cfg, key)
     pair = list(x) if isinstance(x, ListConfig | list | tuple) else None
-    ok = (
-        pair is not None
-        and len(pair) == 2
-        and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in pair
-        )
-    )
+    ok = pair is not None and len(pair) == 2 and all(map(_finite, pair))
     if not ok or not 0 <= pair[0] <= pair[1] <= 1:
         raise _refuse(key, x if pair is None else pair, "[start, stop] with 0 ≤ start ≤ stop ≤ 1")
     return float(pair[0]), float(pair[1])

@@ -222,12 +222,18 @@ def phrasing_sets(cfg: DictConfig, pipe: TextToImage, classes: list[str]) -> dic
     """``training_phrasings`` (the model's prompts) and, where the data has a ``conf/heldout``
     file, ``heldout_phrasings``: each a list of prompts per class."""
     sets = {"training_phrasings": list(pipe.module.hparams.class_prompts)}
-    if cfg.get("heldout"):
-        sets["heldout_phrasings"] = class_prompts(
-            classes, list(cfg.heldout.prompt_templates), cfg.heldout.get("class_synonyms"),
-            where="heldout",
-        )  # fmt: skip
-    return sets
+    heldout = heldout_phrasings(cfg, classes)
+    return sets if heldout is None else sets | {"heldout_phrasings": heldout}
+
+
+def heldout_phrasings(cfg: DictConfig, classes: list[str]) -> list[list[str]] | None:
+    """The phrasings of the data's ``conf/heldout`` file per class (None without one)."""
+    if not cfg.get("heldout"):
+        return None
+    return class_prompts(
+        classes, list(cfg.heldout.prompt_templates), cfg.heldout.get("class_synonyms"),
+        where="heldout",
+    )  # fmt: skip
 
 
 def prompt_accuracy(
