@@ -12,6 +12,7 @@ import sys
 from common import OUT, SMOKE, config, record
 
 from diffusion_lit.evaluate import check, model_data_judge, phrasing_sets, prompt_accuracy
+from diffusion_lit.spec import guidance_text
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     cfg = config([f"ckpt_path={ckpt}", *judge_dir, *overrides], name="evaluate")
     options = check(cfg)
     pipe, datamodule, judge, _, _ = model_data_judge(cfg)
+    options = pipe.module.sampling_options(options)  # the model's guidance where cfg has null
     sets = phrasing_sets(cfg, pipe, datamodule.class_names)
     if "heldout_phrasings" not in sets:
         raise SystemExit("This data has no held-out phrasings (conf/heldout/<data>.yaml).")
@@ -45,7 +47,7 @@ def main() -> None:
         "\n".join(rows),
         f"`{n}` images per class for each set (cycling through the class's prompts), "
         f"{len(heldout)} held-out prompts, {options['sampler']} {options['steps']} steps, "
-        f"guidance {options['guidance_scale']:g}, EMA weights; gap in points. The nearest "
+        f"{guidance_text(options)}, EMA weights; gap in points. The nearest "
         f"training prompt (cosine of pooled text embeddings) is one of the right class for "
         f"{right} of the {len(heldout)} held-out prompts ({right / len(heldout):.0%}).",
     )

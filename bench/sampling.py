@@ -18,6 +18,7 @@ from pathlib import Path
 
 from common import OUT, ROOT, SMOKE, config, record
 
+from diffusion_lit.artifacts import load_module
 from diffusion_lit.evaluate import evaluate
 
 OPTIONS = ("--guidance-sampler", "--images-per-class", "--only", "--guidance-intervals")
@@ -112,9 +113,8 @@ def main() -> None:
             f"Checkpoint: `{ckpt}`. Interval: the part of the way from noise (0) to image (1) "
             "where guidance applies; elsewhere the conditional prediction alone.",
         )
-    if "precision" in tables:  # at the sample CLI's guidance
-        cli = config([], name="sample")
-        w, (a, b) = cli.guidance_scale, cli.guidance_interval
+    if "precision" in tables:  # at the model's own guidance, as the sample CLI samples it
+        w, (a, b) = load_module(ckpt).sampling.values()
         table(
             "precision",
             [

@@ -1,8 +1,8 @@
 """Time to quality: the quickstart's training wall time until its samples pass each target —
 conditional accuracy ≥ 98 %, FID ≤ 1.5× real-vs-real, diversity ≥ 0.85 of the real images' —
 for the old recipe and the new one, side by side. Every ``--every`` epochs the EMA weights are
-judged (20 images per class, the sample CLI's guidance, DDPM 100 steps for speed); judging is
-not counted in the wall time.
+judged (20 images per class, the model's own guidance as the sample CLI's default, DDPM 100
+steps for speed); judging is not counted in the wall time.
 
     python bench/time_to_quality.py [--every 5] [--smoke]
 """
@@ -17,10 +17,11 @@ from common import NEW_RECIPE, OUT, SMOKE, config, overrides_of, record
 from omegaconf import open_dict
 
 from diffusion_lit.callbacks import averaged_module
-from diffusion_lit.config import build
+from diffusion_lit.config import build, sampling_spec
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.evaluation import evaluate_samples, load_classifier, real_sets
 from diffusion_lit.pipeline import TextToImage
+from diffusion_lit.spec import guidance_text
 from diffusion_lit.train import train
 
 TARGETS = {
@@ -38,9 +39,9 @@ SMOKE_OVERRIDES = [
 class Stopwatch(L.Callback):
     """Judges samples every ``every`` epochs, stops training once every target is met."""
 
-    def __init__(self, judge, real, reference, guidance: float, every: int, per_class: int = 20):
+    def __init__(self, judge, real, reference, every: int, per_class: int = 20):
         self.judge, self.real, self.reference = judge, real, reference
-        self.guidance, self.every, self.per_class = guidance, every, per_class
+        self.every, self.per_class = every, per_class
         self.trained_seconds, self.rows = 0.0, []
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -52,8 +53,7 @@ class Stopwatch(L.Callback):
             return
         pipe = TextToImage(averaged_module(trainer, pl_module))
         steps = 5 if SMOKE else 100
-        images = pipe(None, num_images=self.per_class, guidance_scale=self.guidance,
-                      steps=steps, progress=False)  # fmt: skip
+        images = pipe(None, num_images=self.per_class, steps=steps, progress=False)
         labels = torch.arange(len(images)).repeat_interleave(self.per_class)
         names = pl_module.hparams.class_names
         r = evaluate_samples(self.judge, images.flatten(0, 1) * 2 - 1, labels, self.real,
@@ -66,7 +66,6 @@ class Stopwatch(L.Callback):
 def main() -> None:
     every = int(sys.argv[sys.argv.index("--every") + 1]) if "--every" in sys.argv else 5
     every = 1 if SMOKE else every
-    guidance = config([], name="sample").guidance_scale
     table = ["| recipe | " + " | ".join(f"min to {t}" for t in TARGETS) + " | epochs judged |",
              "|---" * (len(TARGETS) + 2) + "|"]  # fmt: skip
     for recipe, overrides in RECIPES.items():
@@ -80,7 +79,7 @@ def main() -> None:
         datamodule.setup("fit")  # the split evaluate uses: the same data config and seed
         per_class = 20
         reference = real_sets(datamodule, per_class * len(datamodule.class_names))
-        stopwatch = Stopwatch(judge, *reference, guidance, every, per_class)
+        stopwatch = Stopwatch(judge, *reference, every, per_class)
         with open_dict(cfg):
             cfg.paths.run_dir = str(OUT / "time_to_quality" / recipe.split()[0])
         train(cfg, extra_callbacks=[stopwatch])
@@ -96,7 +95,8 @@ def main() -> None:
                   f"diversity {r['diversity']:.2f}")  # fmt: skip
     record("Time to quality: the quickstart until each target, old vs new recipe",
            "\n".join(table), notes=f"Judged every {every} epochs: 20 images per class, "
-           f"guidance {guidance:g} (the sample CLI's), DDPM 100 steps, EMA weights.")  # fmt: skip
+           f"the model's own {guidance_text(sampling_spec(cfg))} (the sample CLI's default), "
+           "DDPM 100 steps, EMA weights.")  # fmt: skip
 
 
 if __name__ == "__main__":

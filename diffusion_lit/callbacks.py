@@ -118,7 +118,8 @@ def averaged_module(trainer: L.Trainer, pl_module: L.LightningModule) -> L.Light
 class SampleGrid(L.Callback):
     """Samples a fixed-seed grid, one row per class prompt, with the EMA weights when they are
     kept, to ``<out_dir>/epoch_<NNN>.png`` every ``every_n_epochs`` (0: never) and to
-    ``<out_dir>/final.png`` when training ends; logs each grid to wandb when that logger is on."""
+    ``<out_dir>/final.png`` when training ends; logs each grid to wandb when that logger is on.
+    ``guidance_scale`` None samples with the model's own guidance (its ``sampling``)."""
 
     def __init__(
         self,
@@ -127,7 +128,7 @@ class SampleGrid(L.Callback):
         num_per_class: int = 8,
         sampler: str = "ddpm",
         steps: int = 100,
-        guidance_scale: float = 1.5,
+        guidance_scale: float | None = None,
         seed: int = 0,
     ):
         self.out_dir, self.every_n_epochs = Path(out_dir), every_n_epochs

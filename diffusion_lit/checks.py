@@ -167,7 +167,8 @@ def sampling(cfg) -> dict:
     flag(cfg, "use_ema")
     device(cfg)
     return {
-        "guidance_scale": real(cfg, "guidance_scale", 0, 100),
+        # None: the model's own (diffusion_lit.spec.SAMPLING), once the model is loaded
+        "guidance_scale": real(cfg, "guidance_scale", 0, 100, optional=True),
         "sampler": one_of(cfg, "sampler", list(SAMPLERS)),
         "steps": integer(cfg, "steps", 1, 100_000, optional=True),  # ≤ T: checked once T is known
         "timestep_spacing": one_of(cfg, "timestep_spacing", SPACINGS),
@@ -176,17 +177,20 @@ def sampling(cfg) -> dict:
         "batch_size": integer(cfg, "batch_size", 1, 1_000_000),
         "nearest_prompt": flag(cfg, "nearest_prompt"),
         "precision": sampling_precision(cfg),
-        "guidance_interval": interval(cfg, "guidance_interval"),
+        "guidance_interval": interval(cfg, "guidance_interval", optional=True),
     }
 
 
-def interval(cfg, key: str) -> tuple[float, float]:
+def interval(cfg, key: str, optional: bool = False) -> tuple[float, float] | None:
     """Two numbers ``[start, stop]`` with 0 ≤ start ≤ stop ≤ 1."""
     x = value(cfg, key)
+    if x is None and optional:
+        return None
     pair = list(x) if isinstance(x, ListConfig | list | tuple) else None
     ok = pair is not None and len(pair) == 2 and all(map(_finite, pair))
     if not ok or not 0 <= pair[0] <= pair[1] <= 1:
-        raise _refuse(key, x if pair is None else pair, "[start, stop] with 0 ≤ start ≤ stop ≤ 1")
+        expected = "[start, stop] with 0 ≤ start ≤ stop ≤ 1" + (" or null" if optional else "")
+        raise _refuse(key, x if pair is None else pair, expected)
     return float(pair[0]), float(pair[1])
 
 

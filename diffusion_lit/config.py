@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.precision import native_bf16
 from diffusion_lit.run_dir import RunDir  # noqa: F401  (registers the ${run_file:...} resolver)
-from diffusion_lit.spec import SPEC_VERSION, kind_of
+from diffusion_lit.spec import SPEC_VERSION, kind_of, read_sampling
 
 
 def fast_precision(accelerator: str) -> str:
@@ -52,4 +52,13 @@ def model_spec(cfg: DictConfig, class_names: list[str], class_prompts: list[list
         "text_encoder": component_spec(cfg.text_encoder, "text_encoder"),
         "class_names": list(class_names),
         "class_prompts": [list(p) for p in class_prompts],
+        "sampling": sampling_spec(cfg),
     }
+
+
+def sampling_spec(cfg: DictConfig) -> dict:
+    """The sampling the model records as its own: the training config's ``sampling`` over the
+    project's defaults (:data:`diffusion_lit.spec.SAMPLING`), checked."""
+    given = cfg.get("sampling")
+    given = OmegaConf.to_container(given, resolve=True) if isinstance(given, DictConfig) else given
+    return read_sampling(given or {})

@@ -36,6 +36,7 @@ from diffusion_lit.resume import LAST, find_checkpoint
 from diffusion_lit.run_dir import RunDir, find_runs, summarize
 from diffusion_lit.runs import compare_table, list_rows
 from diffusion_lit.samplers import SAMPLERS
+from diffusion_lit.spec import guidance_text
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # no web fonts: Gradio's default theme would fetch IBM Plex from Google
@@ -140,6 +141,7 @@ class Page:
         options = checks.sampling(opts)
         checks.integer(opts, "num_images", 1, self.max_images)
         pipe = self.models.get(ckpt_path, use_ema)
+        options = pipe.module.sampling_options(options)  # the model's interval
         text = pipe.embed(prompts)  # once for both notes
         notes = [f"⚠️ {note}" for note in pipe.unfamiliar(prompts, text)]
         drawn = pipe.drawn_as(prompts, text) if options["nearest_prompt"] else prompts
@@ -163,8 +165,8 @@ class Page:
         ]
         info = (
             f"{images.shape[0] * images.shape[1]} images in {seconds:.1f} s ({options['sampler']}, "
-            f"{options['steps']} steps, guidance {options['guidance_scale']:g}, seed "
-            f"{options['seed']}), saved in `{out}`"
+            f"{options['steps']} steps, {guidance_text(options)}, seed {options['seed']}), "
+            f"saved in `{out}`"
         )
         info += "".join(f"\n\n{note}" for note in notes)
         return gallery, str(grid), info
@@ -176,9 +178,10 @@ class Page:
 
     @answered_in_page
     def describe_model(self, ckpt_path: str, use_ema: bool, steps: float):
-        """What a newly chosen model draws, and the steps box bounded by its T."""
+        """What a newly chosen model draws, the steps box bounded by its T and the guidance
+        slider at the model's own."""
         pipe = self.models.get(ckpt_path, use_ema)
-        return vocabulary(pipe), steps_box(pipe, steps)
+        return vocabulary(pipe), steps_box(pipe, steps), guidance_slider(pipe)
 
     # Runs
 
@@ -247,6 +250,11 @@ def steps_box(pipe: TextToImage, steps: float | None, **kwargs) -> gr.Number:
     return gr.Number(min(steps or timesteps, timesteps), maximum=timesteps, **kwargs)
 
 
+def guidance_slider(pipe: TextToImage, **kwargs) -> gr.Slider:
+    """The guidance slider (or its update) at the model's own guidance scale."""
+    return gr.Slider(value=pipe.module.sampling["guidance_scale"], **kwargs)
+
+
 def as_int(x):
     """A whole number from a number box (Gradio gives floats), anything else unchanged so the
     checks name it."""
@@ -294,8 +302,8 @@ def build_app(
                             1, max_images, value=min(defaults.num_images, max_images), step=1,
                             label="Images per prompt",
                         )  # fmt: skip
-                        guidance = gr.Slider(
-                            0, 10, value=defaults.guidance_scale, step=0.1, label="Guidance scale"
+                        guidance = guidance_slider(
+                            first, minimum=0, maximum=10, step=0.1, label="Guidance scale"
                         )
                         sampler = gr.Dropdown(
                             list(SAMPLERS), value=defaults.sampler, label="Sampler"
@@ -352,7 +360,10 @@ def build_app(
         stop_button.click(page.stop, None, None, cancels=[job], api_name="stop")
         reseed.click(lambda: random.randint(0, checks.MAX_SEED), None, seed, api_name=False)
         for changed in (ckpt.submit, ckpt.blur, use_ema.change):
-            changed(page.describe_model, [ckpt, use_ema, steps], [trained, steps], api_name=False)
+            changed(
+                page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance],
+                api_name=False,
+            )  # fmt: skip
         run_views = [curves, grids, accuracy, evaluations, config, run_ckpt]
         for event in (app.load, refresh.click):
             event(page.runs_table, None, [table, run, to_compare], api_name=False).then(
@@ -360,7 +371,7 @@ def build_app(
             )
         run.input(page.show_run, run, run_views, api_name=False)
         load.click(page.use_checkpoint, run_ckpt, [ckpt, tabs], api_name=False).then(
-            page.describe_model, [ckpt, use_ema, steps], [trained, steps], api_name=False
+            page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance], api_name=False
         )
         export_button.click(
             page.export, [run_ckpt, export_ema, overwrite], exported, api_name=False

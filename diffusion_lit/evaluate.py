@@ -30,6 +30,7 @@ from diffusion_lit.models.classifier import ImageClassifier
 from diffusion_lit.pipeline import TextToImage, save_grid
 from diffusion_lit.precision import sampling_precision
 from diffusion_lit.run_dir import RunDir
+from diffusion_lit.spec import guidance_text
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,18 @@ def judge_for(cfg: DictConfig, datamodule) -> tuple[ImageClassifier, dict, Path]
     return judge, meta, path
 
 
-def default_out_dir(cfg: DictConfig, precision: str) -> Path:
-    """Named by the settings: ``precision`` is the one sampled in (``auto`` resolved)."""
+def default_out_dir(cfg: DictConfig, result: dict) -> Path:
+    """Named by the settings sampled with (``result``: the model's guidance where the command
+    left it null, ``auto`` precision resolved)."""
     ckpt = Path(cfg.ckpt_path)
     raw = "" if cfg.use_ema else "-raw"
     spacing = "" if cfg.timestep_spacing == "linspace" else f"-{cfg.timestep_spacing}"
-    start, stop = cfg.guidance_interval
+    start, stop = result["guidance_interval"]
     interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
-    bf16 = "-bf16" if precision == "bf16-mixed" else ""
+    bf16 = "-bf16" if result["sampling_precision"] == "bf16-mixed" else ""
     return RunDir.evaluation_dir(
-        ckpt, f"{cfg.sampler}{cfg.steps}{spacing}-w{cfg.guidance_scale:g}{interval}{bf16}{raw}"
+        ckpt,
+        f"{cfg.sampler}{cfg.steps}{spacing}-w{result['guidance_scale']:g}{interval}{bf16}{raw}",
     )
 
 
@@ -172,6 +175,7 @@ def evaluate(cfg: DictConfig) -> dict:
             )
         return {"classifier_accuracy": meta["val_accuracy"], "classifier": str(path)}
     classes = datamodule.class_names
+    options = pipe.module.sampling_options(options)  # the model's guidance where cfg has null
 
     n = cfg.images_per_class
     images, seconds = timed(pipe, None, num_images=n, **options)
@@ -183,8 +187,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "checkpoint": str(cfg.ckpt_path),
         "sampler": cfg.sampler, "steps": cfg.steps, "timestep_spacing": cfg.timestep_spacing,
         "eta": cfg.eta,
-        "precision": sampling_precision(options["precision"], pipe.module.device.type),
-        "guidance_scale": cfg.guidance_scale,
+        # not "precision": that is the samples' precision (with recall) below
+        "sampling_precision": sampling_precision(options["precision"], pipe.module.device.type),
+        "guidance_scale": options["guidance_scale"],
         "guidance_interval": list(options["guidance_interval"]),
         "use_ema": cfg.use_ema, "seed": cfg.seed,
         "images_per_class": n, "heldout_images": len(heldout[0]),
@@ -196,7 +201,7 @@ def evaluate(cfg: DictConfig) -> dict:
     prompts = [p for p in pipe.class_prompts for _ in range(n)]
     result |= standard_metrics(cfg, heldout[0], samples, prompts)
     result |= phrasing_accuracy(cfg, options, pipe, judge, classes)
-    out_dir = cfg.out_dir or default_out_dir(cfg, result["precision"])
+    out_dir = cfg.out_dir or default_out_dir(cfg, result)
     write_report(result, images, Path(out_dir))
     return result
 
@@ -286,7 +291,7 @@ def phrasing_rows(r: dict) -> list[str]:
 
 def report_table(r: dict) -> str:
     return "\n".join([
-        f"{r['sampler']} {r['steps']} steps, guidance {r['guidance_scale']:g}, "
+        f"{r['sampler']} {r['steps']} steps, {guidance_text(r)}, "
         f"{'EMA' if r['use_ema'] else 'raw'} weights, {r['images_per_class']} images per class, "
         f"seed {r['seed']}",
         "",

@@ -20,6 +20,7 @@ from diffusion_lit.errors import UserError, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.pipeline import write_class_grid
 from diffusion_lit.run_dir import RunDir, read_config, read_newest_eval, summarize
+from diffusion_lit.spec import guidance_text
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ def export(cfg: DictConfig) -> Path:
     ckpt_path = checks.checkpoint_file(cfg)
     use_ema, overwrite = checks.flag(cfg, "use_ema"), checks.flag(cfg, "overwrite")
     grid_steps = checks.integer(cfg, "grid_steps", 1, 100_000)
+    interval = checks.interval(cfg, "guidance_interval", optional=True)
+    chosen = {  # None: the checkpoint's own
+        "guidance_scale": checks.real(cfg, "guidance_scale", 0, 100, optional=True),
+        "guidance_interval": interval and list(interval),
+    }
     out_dir = checks.out_dir(cfg, optional=True) or default_out_dir(ckpt_path, use_ema)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists: pass overwrite=true or another out_dir=.")
@@ -43,6 +49,7 @@ def export(cfg: DictConfig) -> Path:
         )
     ckpt = read_checkpoint(ckpt_path)
     module = module_from_checkpoint(ckpt, use_ema, ckpt_path)
+    module.hparams["sampling"] = module.sampling_options(chosen)  # what the export records
     weights = "EMA" if use_ema and "current_model_state" in ckpt else "trained (raw)"
     source = {
         "checkpoint": str(ckpt_path),
@@ -95,7 +102,7 @@ def sample_grid(module: DiffusionModule, ckpt_path: Path, path: Path, steps: int
         shutil.copyfile(existing[-1], path)
         return f"copied from `{existing[-1]}`"
     write_class_grid(module, path, num_per_class=4, steps=steps)
-    return f"sampled at export: DDPM, {steps} steps, guidance 1.5, seed 0"
+    return f"sampled at export: DDPM, {steps} steps, {guidance_text(module.sampling)}, seed 0"
 
 
 def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str) -> str:
@@ -129,6 +136,8 @@ def model_card(module: DiffusionModule, ckpt_path: Path, source: dict, grid: str
         f"- UNet `{net}`: " + ", ".join(f"{k}={v}" for k, v in hp.net.items() if k != "kind"),
         f"- Noise schedule: {hp.schedule['kind']}, T={hp.schedule['timesteps']}",
         f"- Text encoder `{encoder}` ({hp.text_encoder.get('name_or_path') or 'bundled'})",
+        f"- Sampled by default with {guidance_text(module.sampling)} (the sample CLI's "
+        "`guidance_scale=`, `guidance_interval=` override it)",
         "- Class prompts: "
         + "; ".join(
             f"{n}: {', '.join(p)}" for n, p in zip(hp.class_names, hp.class_prompts, strict=True)
@@ -164,7 +173,7 @@ def training_section(run_dir: RunDir | None, ckpt_path: Path) -> list[str]:
         lines += [
             "",
             f"Evaluation (`{name}/eval.json`, {r.get('sampler')} {r.get('steps')} steps, "
-            f"guidance {r.get('guidance_scale')}):",
+            f"{guidance_text(r)}):",
             "",
             "| metric (judge classifier) | samples | real vs real |",
             "|---|---|---|",

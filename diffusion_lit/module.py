@@ -12,7 +12,7 @@ from torchmetrics import MeanSquaredError
 from diffusion_lit.errors import UserError
 from diffusion_lit.precision import sampling_precision
 from diffusion_lit.samplers import StepCallback, run_sampler
-from diffusion_lit.spec import build_component
+from diffusion_lit.spec import SAMPLING, build_component
 from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
 
 EPOCH_METRICS = ("train_loss", "train_acc")
@@ -76,6 +76,17 @@ class DiffusionModule(L.LightningModule):
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
         self.first_nonfinite_step: torch.Tensor | None = None
+
+    @property
+    def sampling(self) -> dict:
+        """How this model samples unless told otherwise: its spec's ``sampling`` (the training
+        config's, or what an export recorded), the project's defaults for what it leaves out."""
+        return SAMPLING | dict(self.hparams.get("sampling") or {})
+
+    def sampling_options(self, options: dict) -> dict:
+        """``options`` (sampling keyword arguments) with each of :attr:`sampling`'s keys that it
+        leaves None, or out, set to the model's own."""
+        return options | {k: v for k, v in self.sampling.items() if options.get(k) is None}
 
     def encode_prompts(self, encoder: TextEncoder) -> None:
         """Encode every class prompt once; the result is saved with the weights."""
@@ -260,7 +271,7 @@ class DiffusionModule(L.LightningModule):
     def generate(
         self,
         text: TextEmbedding,
-        guidance_scale: float = 1.5,
+        guidance_scale: float | None = None,
         sampler: str = "ddpm",
         steps: int | None = None,
         eta: float = 0.0,
@@ -269,7 +280,7 @@ class DiffusionModule(L.LightningModule):
         timestep_spacing: str = "linspace",
         callback: StepCallback | None = None,
         precision: str = "auto",
-        guidance_interval: tuple[float, float] = (0.0, 1.0),
+        guidance_interval: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
         comes from ``generator`` on the CPU, so a seed gives the same images on any device.
@@ -277,7 +288,10 @@ class DiffusionModule(L.LightningModule):
         ``bf16-mixed`` runs the network under bfloat16 autocast (the sampler's arithmetic stays
         in fp32), as bf16-mixed training does; ``32`` in fp32; ``auto`` the first where the device
         computes bf16 natively (:func:`~diffusion_lit.precision.sampling_precision`).
-        ``guidance_interval``: see :meth:`guided_noise`."""
+        ``guidance_interval``: see :meth:`guided_noise`. Guidance left None is the model's own
+        (:attr:`sampling`)."""
+        given = {"guidance_scale": guidance_scale, "guidance_interval": guidance_interval}
+        scale, interval = self.sampling_options(given).values()
         was_training = self.net.training
         self.net.eval()
         shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
@@ -289,7 +303,7 @@ class DiffusionModule(L.LightningModule):
 
         def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                return self.guided_noise(x_t, t, text, guidance_scale, guidance_interval)
+                return self.guided_noise(x_t, t, text, scale, tuple(interval))
 
         try:
             return run_sampler(

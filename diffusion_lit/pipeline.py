@@ -139,7 +139,7 @@ class TextToImage:
         self,
         prompts: list[str] | None = None,
         num_images: int = 1,
-        guidance_scale: float = 1.5,
+        guidance_scale: float | None = None,
         sampler: str = "ddpm",
         steps: int | None = 100,
         eta: float = 0.0,
@@ -150,12 +150,14 @@ class TextToImage:
         callback: StepCallback | None = None,
         nearest_prompt: bool = True,
         precision: str = "auto",
-        guidance_interval: tuple[float, float] = (0.0, 1.0),
+        guidance_interval: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """Images for each prompt (default: every class prompt), shape (P, N, C, H, W), in [0, 1].
         ``sampler`` is ddpm, ddim (noise level ``eta``) or dpmpp_2m, over ``steps`` timesteps
         (None: all T) spaced by ``timestep_spacing`` (linspace, leading or trailing). The same
-        seed and batch size give the same images. The defaults are the sample CLI's.
+        seed and batch size give the same images. The defaults are the sample CLI's; guidance
+        left None is the model's own (:attr:`DiffusionModule.sampling`: what its training config
+        or export chose for it, else 1.5 over the whole denoising).
         ``callback(done, total)`` runs after every denoising step of every batch (steps counted
         over all batches); raising in it stops the sampling. ``nearest_prompt`` conditions a
         prompt the model never trained on by the stored embedding of its most similar training
@@ -172,7 +174,7 @@ class TextToImage:
             raise UserError("The prompt list is empty: give at least one prompt.")
         if num_images < 1:
             raise UserError(f"num_images must be at least 1, got {num_images}.")
-        if not math.isfinite(guidance_scale):
+        if guidance_scale is not None and not math.isfinite(guidance_scale):
             raise UserError(f"guidance_scale must be a finite number, got {guidance_scale}.")
         text = self.embed(prompts)
         self.warn_unfamiliar(prompts, text)
@@ -204,7 +206,7 @@ class TextToImage:
                     timestep_spacing,
                     counted(k),
                     precision,
-                    tuple(guidance_interval),
+                    guidance_interval,
                 )
                 for k, chunk in enumerate(chunks)
             ]
@@ -248,11 +250,12 @@ def write_class_grid(
     num_per_class: int = 8,
     sampler: str = "ddpm",
     steps: int = 100,
-    guidance_scale: float = 1.5,
+    guidance_scale: float | None = None,
     seed: int = 0,
 ) -> Path:
     """Samples every class prompt ``num_per_class`` times with a fixed seed and saves the grid
-    (a row per class): the pictures of training runs and model cards."""
+    (a row per class): the pictures of training runs and model cards. Guidance None is the
+    model's own."""
     images = TextToImage(module)(
         None,
         num_images=num_per_class,

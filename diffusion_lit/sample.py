@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from diffusion_lit import checks
 from diffusion_lit.errors import report_user_errors
 from diffusion_lit.pipeline import TextToImage
+from diffusion_lit.spec import guidance_text
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,13 @@ def sample(cfg: DictConfig) -> Path | None:
     prompts = checks.texts(cfg, "prompts", optional=True)
     pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device, use_ema=cfg.use_ema)
     prompts = prompts or pipe.class_prompts
+    options = pipe.module.sampling_options(options)  # the model's guidance where cfg has null
     images = pipe(prompts, num_images=cfg.num_images, **options)
     grid = pipe.save(images, prompts, cfg.out_dir)
     log.info(
-        "Wrote %d images per prompt for %d prompts; grid: %s", cfg.num_images, len(prompts), grid
-    )
+        "Wrote %d images per prompt for %d prompts (%s); grid: %s",
+        cfg.num_images, len(prompts), guidance_text(options), grid,
+    )  # fmt: skip
     return grid
 
 

@@ -7,7 +7,8 @@ A checkpoint (``hyper_parameters``) or an export (``config.json``) holds a *mode
      "net": {"kind": "simple", "image_size": 16, "in_channels": 1, ...},
      "schedule": {"kind": "linear", "timesteps": 1000, "beta_start": 0.0001, ...},
      "text_encoder": {"kind": "minilm", "name_or_path": null, "dim": 384, "max_length": 64},
-     "class_names": ["zero", ...], "class_prompts": [["Draw a zero"], ...]}
+     "class_names": ["zero", ...], "class_prompts": [["Draw a zero"], ...],
+     "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0]}}
 
 Loading looks ``kind`` up in :data:`UNETS` and :data:`TEXT_ENCODERS` (the schedule has one class,
 :class:`NoiseSchedule`, whose own ``kind`` is linear or cosine) and calls the class with
@@ -20,8 +21,10 @@ load when each one is exactly this project's own class path).
 import inspect
 import math
 
+from omegaconf import OmegaConf
 from torch import nn
 
+from diffusion_lit import checks
 from diffusion_lit.errors import UserError
 from diffusion_lit.models import SimpleUNet, TextGuidedUNet
 from diffusion_lit.schedule import NoiseSchedule
@@ -32,6 +35,10 @@ UNETS: dict[str, type[nn.Module]] = {"simple": SimpleUNet, "enhanced": TextGuide
 TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"minilm": MiniLMEncoder, "clip": CLIPEncoder}
 COMPONENTS = {"net": UNETS, "text_encoder": TEXT_ENCODERS, "schedule": {None: NoiseSchedule}}
 LABELS = {"net": "UNets", "text_encoder": "text encoders", "schedule": "noise schedules"}
+# how a model is sampled unless the caller says otherwise: a model records its own (its training
+# config's ``sampling``, chosen for it by a guidance sweep); these for the keys it leaves out,
+# and for files written before models recorded them
+SAMPLING = {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0]}
 
 # format 1 named the classes by import path; these exact strings are the only ones it may name
 FORMAT1_TARGETS = {
@@ -97,7 +104,41 @@ def read_spec(data, source: str) -> dict:
             f"{source}: class_names and class_prompts must be lists of names and of prompt "
             "lists, one per class; the file is damaged or not a diffusion_lit model."
         )
-    return spec | {"class_names": names, "class_prompts": prompts}
+    sampling = read_sampling(data.get("sampling", {}), source)
+    return spec | {"class_names": names, "class_prompts": prompts, "sampling": sampling}
+
+
+def read_sampling(given, source: str | None = None) -> dict:
+    """:data:`SAMPLING` with the values ``given`` sets (a mapping; None sets nothing), checked as
+    the sample CLI checks them: a training config's ``sampling`` or, from ``source``, a model
+    file's."""
+    try:
+        plain = isinstance(given, dict) and _is_plain(list(given.values()))
+        if not (plain and set(given) <= set(SAMPLING)):
+            raise UserError(
+                f"sampling={given!r} is not a mapping of {' and '.join(SAMPLING)}; pass e.g. "
+                "sampling.guidance_scale=3."
+            )
+        values = OmegaConf.create({"sampling": given})
+        scale = checks.real(values, "sampling.guidance_scale", 0, 100, optional=True)
+        interval = checks.interval(values, "sampling.guidance_interval", optional=True)
+    except UserError as err:
+        if source is None:
+            raise
+        raise UserError(
+            f"{source} is damaged or not a diffusion_lit model: its sampling settings {given!r} "
+            "are not valid."
+        ) from err
+    chosen = {"guidance_scale": scale, "guidance_interval": interval and list(interval)}
+    return SAMPLING | {k: v for k, v in chosen.items() if v is not None}
+
+
+def guidance_text(sampling) -> str:
+    """'guidance 3 on [0.4, 1]' from a mapping with ``guidance_scale`` and ``guidance_interval``
+    (a model's sampling, an evaluation's record); the interval only when not the whole way."""
+    start, stop = sampling.get("guidance_interval") or SAMPLING["guidance_interval"]
+    interval = "" if (start, stop) == (0, 1) else f" on [{start:g}, {stop:g}]"
+    return f"guidance {sampling['guidance_scale']:g}{interval}"
 
 
 def _plain(value, key: str, source: str):

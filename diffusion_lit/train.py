@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion_lit import checks
 from diffusion_lit.artifacts import read_checkpoint
-from diffusion_lit.config import build, model_spec
+from diffusion_lit.config import build, model_spec, sampling_spec
 from diffusion_lit.errors import UserError, first_line, report_user_errors
 from diffusion_lit.module import DiffusionModule
 from diffusion_lit.resume import (
@@ -84,6 +84,7 @@ def check(cfg: DictConfig) -> None:
         checks.flag(cfg, "lr_scheduler.cosine")
         checks.real(cfg, "lr_scheduler.min_lr_ratio", 0, 1)
     checks.integer(cfg, "trainer.max_epochs", -1, 10**9, optional=True)
+    sampling_spec(cfg)
 
 
 def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:

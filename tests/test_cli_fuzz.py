@@ -170,7 +170,8 @@ def test_evaluate_cli(workspace, run_cli, monkeypatch, drawn):
 
 
 @FUZZ
-@given(drawn=overrides(["ckpt_path", "out_dir", "use_ema", "overwrite", "grid_steps"]))
+@given(drawn=overrides(["ckpt_path", "out_dir", "use_ema", "overwrite", "grid_steps",
+                        "guidance_scale", "guidance_interval"]))  # fmt: skip
 def test_export_cli(workspace, run_cli, monkeypatch, drawn):
     ckpt = workspace / "outputs" / "runs" / "run" / "checkpoints" / "last.ckpt"
     base = [f"ckpt_path={ckpt}", f"out_dir={workspace}/exports/{next(counter)}", "grid_steps=2"]
@@ -181,7 +182,8 @@ TRAIN_OPTIONS = [
     "seed", "ckpt_path", "channels_last", "data.batch_size", "data.image_size",
     "data.prompt_templates", "data.val_fraction", "optimizer.lr", "schedule.timesteps",
     "schedule.kind", "model.base_channels", "model.time_dim", "trainer.max_epochs",
-    "trainer.precision", "trainer.accelerator",
+    "trainer.precision", "trainer.accelerator", "sampling.guidance_scale",
+    "sampling.guidance_interval",
 ]  # fmt: skip
 
 

@@ -148,20 +148,26 @@ def test_unknown_option_is_refused():
 
 
 def test_the_sampling_defaults_agree_everywhere(tmp_path):
-    """DDPM, 100 steps, guidance 1.5 (chosen in bench/sampling.py): the sample and evaluate
-    CLIs, the training grids and the Python API."""
+    """DDPM, 100 steps (chosen in bench/sampling.py) and the model's own guidance (null/None:
+    its spec's ``sampling``, 1.5 over the whole denoising unless its training chose other): the
+    sample and evaluate CLIs, the training grids and the Python API."""
     from hydra import compose, initialize_config_dir
 
+    from diffusion_lit.config import sampling_spec
     from diffusion_lit.pipeline import TextToImage, write_class_grid
+    from diffusion_lit.spec import SAMPLING
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         clis = [compose(name, overrides=["ckpt_path=x"]) for name in ("sample", "evaluate")]
-    grid = compose_train([], run_dir=tmp_path).callbacks.sample_grid
+    cfg = compose_train([], run_dir=tmp_path)
     api = inspect.signature(TextToImage.__call__).parameters
     card = inspect.signature(write_class_grid).parameters
-    for source in [*clis, grid]:
-        assert (source.sampler, source.steps, source.guidance_scale) == ("ddpm", 100, 1.5)
+    for source in [*clis, cfg.callbacks.sample_grid]:
+        assert (source.sampler, source.steps, source.guidance_scale) == ("ddpm", 100, None)
+    for source in clis:
+        assert source.guidance_interval is None
     for params in (api, card):
         assert [params[k].default for k in ("sampler", "steps", "guidance_scale")] == [
-            "ddpm", 100, 1.5
+            "ddpm", 100, None
         ]  # fmt: skip
+    assert sampling_spec(cfg) == SAMPLING == {"guidance_scale": 1.5, "guidance_interval": [0, 1]}

@@ -142,14 +142,21 @@ def test_evaluate_cli_trains_the_judge_and_writes_eval_json(trained_run, tmp_pat
 
 def test_evaluate_trains_the_judge_it_lacks(trained_run, tmp_path, caplog):
     run_dir, _, _ = trained_run
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"  # its evaluation is written beside it
+    ckpt.parent.mkdir()
+    ckpt.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
     overrides = [
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"classifier.dir={tmp_path}",
-        "classifier.epochs=1", "images_per_class=2", "phrasing_images_per_class=1", "steps=2",
-        f"out_dir={tmp_path}/eval",
+        f"ckpt_path={ckpt}", f"classifier.dir={tmp_path}", "classifier.epochs=1",
+        "images_per_class=2", "phrasing_images_per_class=1", "steps=2", "precision=bf16-mixed",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=overrides)
     with caplog.at_level("INFO"):
-        evaluate(cfg)
+        result = evaluate(cfg)
     assert "Training the judge classifier" in caplog.text
     assert (tmp_path / "Digits_8px_1ch_v2.safetensors").is_file()
+    # the folder and eval.json name what was sampled: the model's own guidance, bf16
+    saved = json.loads((ckpt.parent / "eval-last-ddpm2-w1.5-bf16" / "eval.json").read_text())
+    assert saved["sampling_precision"] == "bf16-mixed"
+    assert (saved["guidance_scale"], saved["guidance_interval"]) == (1.5, [0, 1])
+    assert 0 <= saved["precision"] <= 1 and saved["precision"] == result["precision"]

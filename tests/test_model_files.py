@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from diffusion_lit import evaluate, export, sample, train
 from diffusion_lit.errors import UserError
 from diffusion_lit.pipeline import TextToImage
-from diffusion_lit.spec import UnsafeModelFile
+from diffusion_lit.spec import SAMPLING, UnsafeModelFile
 from diffusion_lit.text import MiniLMEncoder, TextEncoderUnavailable
 
 from conftest import CONF_DIR, ROOT, TINY, assert_one_line
@@ -172,8 +172,9 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
     module = TextToImage.from_checkpoint(tmp_path / "model.ckpt").module
     assert module.net._compiled_call_impl is None
     assert set(module.hparams) == {
-        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts"
+        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts", "sampling"
     }  # fmt: skip
+    assert module.sampling == SAMPLING  # it recorded none: the defaults it was sampled with
 
 
 def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
