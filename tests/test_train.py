@@ -44,7 +44,10 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     assert hp["version"] == 2 and hp["net"]["kind"] == "simple"
     assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "cosine"
     assert hp["text_encoder"]["kind"] == "minilm" and hp["text_encoder"]["dim"] == 384
-    assert set(hp) == {"version", "net", "schedule", "text_encoder", "class_names", "class_prompts"}
+    assert set(hp) == {
+        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts", "sampling"
+    }  # fmt: skip
+    assert hp["sampling"] == {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0]}
     assert hp["class_prompts"][6][0] == "Draw a six" and hp["class_names"][6] == "six"
     assert "Draw a 6" in hp["class_prompts"][6]  # the vocabulary: templates × name and numeral
     assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 32, 384)  # every prompt, encoded
