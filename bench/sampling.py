@@ -114,7 +114,8 @@ def main() -> None:
             "where guidance applies; elsewhere the conditional prediction alone.",
         )
     if "precision" in tables:  # at the model's own guidance, as the sample CLI samples it
-        w, (a, b) = load_module(ckpt).sampling.values()
+        own = load_module(ckpt).sampling
+        w, (a, b) = own["guidance_scale"], own["guidance_interval"]
         table(
             "precision",
             [

@@ -166,9 +166,7 @@ def sampling(cfg) -> dict:
     model_path(cfg, "ckpt_path", optional=True)
     flag(cfg, "use_ema")
     device(cfg)
-    return {
-        # None: the model's own (diffusion_lit.spec.SAMPLING), once the model is loaded
-        "guidance_scale": real(cfg, "guidance_scale", 0, 100, optional=True),
+    return guidance(cfg) | {
         "sampler": one_of(cfg, "sampler", list(SAMPLERS)),
         "steps": integer(cfg, "steps", 1, 100_000, optional=True),  # ≤ T: checked once T is known
         "timestep_spacing": one_of(cfg, "timestep_spacing", SPACINGS),
@@ -177,7 +175,16 @@ def sampling(cfg) -> dict:
         "batch_size": integer(cfg, "batch_size", 1, 1_000_000),
         "nearest_prompt": flag(cfg, "nearest_prompt"),
         "precision": sampling_precision(cfg),
-        "guidance_interval": interval(cfg, "guidance_interval", optional=True),
+    }
+
+
+def guidance(cfg, prefix: str = "") -> dict:
+    """``<prefix>guidance_scale`` (0–100) and ``<prefix>guidance_interval`` (a list [start,
+    stop]), each None when null: the model's own (:data:`diffusion_lit.spec.SAMPLING`)."""
+    span = interval(cfg, f"{prefix}guidance_interval", optional=True)
+    return {
+        "guidance_scale": real(cfg, f"{prefix}guidance_scale", 0, 100, optional=True),
+        "guidance_interval": None if span is None else list(span),
     }
 
 

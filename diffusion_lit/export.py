@@ -34,11 +34,7 @@ def export(cfg: DictConfig) -> Path:
     ckpt_path = checks.checkpoint_file(cfg)
     use_ema, overwrite = checks.flag(cfg, "use_ema"), checks.flag(cfg, "overwrite")
     grid_steps = checks.integer(cfg, "grid_steps", 1, 100_000)
-    interval = checks.interval(cfg, "guidance_interval", optional=True)
-    chosen = {  # None: the checkpoint's own
-        "guidance_scale": checks.real(cfg, "guidance_scale", 0, 100, optional=True),
-        "guidance_interval": interval and list(interval),
-    }
+    chosen = checks.guidance(cfg)  # None: the checkpoint's own
     out_dir = checks.out_dir(cfg, optional=True) or default_out_dir(ckpt_path, use_ema)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists: pass overwrite=true or another out_dir=.")

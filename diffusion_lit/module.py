@@ -290,8 +290,10 @@ class DiffusionModule(L.LightningModule):
         computes bf16 natively (:func:`~diffusion_lit.precision.sampling_precision`).
         ``guidance_interval``: see :meth:`guided_noise`. Guidance left None is the model's own
         (:attr:`sampling`)."""
-        given = {"guidance_scale": guidance_scale, "guidance_interval": guidance_interval}
-        scale, interval = self.sampling_options(given).values()
+        guidance = self.sampling_options(
+            {"guidance_scale": guidance_scale, "guidance_interval": guidance_interval}
+        )
+        scale, interval = guidance["guidance_scale"], tuple(guidance["guidance_interval"])
         was_training = self.net.training
         self.net.eval()
         shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
@@ -303,7 +305,7 @@ class DiffusionModule(L.LightningModule):
 
         def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                return self.guided_noise(x_t, t, text, scale, tuple(interval))
+                return self.guided_noise(x_t, t, text, scale, interval)
 
         try:
             return run_sampler(

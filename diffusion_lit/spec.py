@@ -119,9 +119,7 @@ def read_sampling(given, source: str | None = None) -> dict:
                 f"sampling={given!r} is not a mapping of {' and '.join(SAMPLING)}; pass e.g. "
                 "sampling.guidance_scale=3."
             )
-        values = OmegaConf.create({"sampling": given})
-        scale = checks.real(values, "sampling.guidance_scale", 0, 100, optional=True)
-        interval = checks.interval(values, "sampling.guidance_interval", optional=True)
+        chosen = checks.guidance(OmegaConf.create({"sampling": given}), "sampling.")
     except UserError as err:
         if source is None:
             raise
@@ -129,7 +127,6 @@ def read_sampling(given, source: str | None = None) -> dict:
             f"{source} is damaged or not a diffusion_lit model: its sampling settings {given!r} "
             "are not valid."
         ) from err
-    chosen = {"guidance_scale": scale, "guidance_interval": interval and list(interval)}
     return SAMPLING | {k: v for k, v in chosen.items() if v is not None}
 
 
