@@ -67,7 +67,9 @@ def test_resume_from_nothing_or_another_model(trained_run, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     args = [*TINY, "ckpt_path=last", f"paths.output_dir={tmp_path}"]
     assert_one_line(*run_cli(train.main, args), "ckpt_path=last", "train")
-    ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"  # a resume writes into the run's dir:
+    ckpt.parent.mkdir(parents=True)  # a copy, so the shared run stays as it was
+    ckpt.write_bytes((trained_run[0] / "checkpoints" / "last.ckpt").read_bytes())
     args = [*TINY, "model=enhanced", f"ckpt_path={ckpt}"]
     status, stderr = run_cli(train.main, args)
     assert_one_line(status, stderr, "holds another model", "model=simple in the checkpoint")
@@ -175,7 +177,8 @@ def test_sampling_values_are_checked_first(
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
-def test_one_prompt_as_a_string_is_a_one_prompt_list(trained_run, tmp_path, run_cli):
+def test_one_prompt_as_a_string_is_a_one_prompt_list(trained_run, tmp_path, monkeypatch, run_cli):
+    monkeypatch.chdir(tmp_path)  # Hydra's job folder goes under outputs/ here, not in the repo
     ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
     args = [f"ckpt_path={ckpt}", "prompts=Draw a six", "steps=2", "num_images=2",
             f"out_dir={tmp_path}/out", "device=cpu"]  # fmt: skip

@@ -47,7 +47,10 @@ def test_the_checkpoint_samples_with_the_guidance_its_training_chose(chosen_run,
     assert plain.module.sampling == SAMPLING == {"guidance_scale": 1.5, "guidance_interval": [0, 1]}
 
 
-def test_the_sample_cli_draws_the_models_guidance_unless_told(chosen_run, tmp_path, run_cli):
+def test_the_sample_cli_draws_the_models_guidance_unless_told(
+    chosen_run, tmp_path, monkeypatch, run_cli
+):
+    monkeypatch.chdir(tmp_path)  # Hydra's job folders go under outputs/ here, not in the repo
     common = [f"ckpt_path={chosen_run}", "prompts=[Draw a six]", "num_images=2", "steps=5"]
     for name, extra in [
         ("default", []),
@@ -107,8 +110,9 @@ def test_a_bad_sampling_choice_stops_training_before_it_starts(
     ids=["text", "infinite", "unknown-key", "not-a-mapping"],
 )
 def test_a_model_file_with_damaged_sampling_settings_is_one_line(
-    trained_run, tmp_path, run_cli, sampling
+    trained_run, tmp_path, monkeypatch, run_cli, sampling
 ):
+    monkeypatch.chdir(tmp_path)
     ckpt = torch.load(trained_run[0] / "checkpoints" / "last.ckpt", weights_only=True)
     ckpt["hyper_parameters"]["sampling"] = sampling
     torch.save(ckpt, tmp_path / "model.ckpt")
