@@ -113,7 +113,8 @@ def read_sampling(given, source: str | None = None) -> dict:
     the sample CLI checks them: a training config's ``sampling`` or, from ``source``, a model
     file's."""
     try:
-        plain = isinstance(given, dict) and _is_plain(list(given.values()))
+        # numbers only: a string could be an OmegaConf interpolation, resolved by the check below
+        plain = isinstance(given, dict) and _is_numeric(list(given.values()))
         if not (plain and set(given) <= set(SAMPLING)):
             raise UserError(
                 f"sampling={given!r} is not a mapping of {' and '.join(SAMPLING)}; pass e.g. "
@@ -157,6 +158,13 @@ def _is_plain(value) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return value is None or isinstance(value, bool | int | str)
+
+
+def _is_numeric(value) -> bool:
+    """A number, null or boolean (refused later, by name), or a list of them."""
+    if isinstance(value, list):
+        return all(_is_numeric(v) for v in value)
+    return _is_plain(value) and not isinstance(value, str)
 
 
 def _check_arguments(cls: type, args: dict, group: str, source: str) -> None:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from diffusion_lit import export, sample
 from diffusion_lit.demo import Models, Page
@@ -106,15 +107,24 @@ def test_a_bad_sampling_choice_stops_training_before_it_starts(
 
 @pytest.mark.parametrize(
     "sampling",
-    [{"guidance_scale": "3"}, {"guidance_scale": float("inf")}, {"steps": 5}, [1.5, [0, 1]]],
-    ids=["text", "infinite", "unknown-key", "not-a-mapping"],
+    [
+        {"guidance_scale": "3"},
+        {"guidance_scale": float("inf")},
+        {"steps": 5},
+        [1.5, [0, 1]],
+        {"guidance_scale": "${canary:}"},
+    ],
+    ids=["text", "infinite", "unknown-key", "not-a-mapping", "interpolation"],
 )
 def test_a_model_file_with_damaged_sampling_settings_is_one_line(
     trained_run, tmp_path, monkeypatch, run_cli, sampling
 ):
     monkeypatch.chdir(tmp_path)
+    called = []  # a file's text is never resolved as an OmegaConf interpolation
+    OmegaConf.register_new_resolver("canary", lambda: called.append(1) or 3.0, replace=True)
     ckpt = torch.load(trained_run[0] / "checkpoints" / "last.ckpt", weights_only=True)
     ckpt["hyper_parameters"]["sampling"] = sampling
     torch.save(ckpt, tmp_path / "model.ckpt")
     status, stderr = run_cli(sample.main, [f"ckpt_path={tmp_path / 'model.ckpt'}", "device=cpu"])
     assert_one_line(status, stderr, "model.ckpt is damaged", "sampling settings")
+    assert not called
