@@ -183,3 +183,23 @@ def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
     torch.save(ckpt, tmp_path / "model.ckpt")
     with pytest.raises(UserError, match="format 3.*Upgrade diffusion_lit"):
         TextToImage.from_checkpoint(tmp_path / "model.ckpt")
+
+
+FORMAT2 = ROOT / "tests" / "data" / "format2"  # written by the code of commit 0c538b5
+
+
+@pytest.mark.parametrize("form", ["model.ckpt", "export"])
+def test_format2_files_written_before_the_layout_change_sample_the_same_pixels(form):
+    """A tiny checkpoint and its export, with their own guidance (2 on [0.2, 1]): every sampler,
+    a stored prompt, a numeral and a prompt drawn as its nearest training prompt, and (from the
+    checkpoint) the raw weights, as the code that wrote them sampled them."""
+    before = load_file(FORMAT2 / "samples.safetensors")
+    pipe = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu")
+    for sampler in ("ddpm", "ddim", "dpmpp_2m"):
+        images = pipe(["Draw a six", "a 3", "a handwritten seven"], num_images=2, steps=5,
+                      sampler=sampler, seed=0, progress=False, precision="32")  # fmt: skip
+        torch.testing.assert_close(images, before[f"{form}-{sampler}"], atol=0, rtol=0)
+    if form == "model.ckpt":
+        raw = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu", use_ema=False)
+        images = raw(None, num_images=1, steps=5, seed=1, progress=False, precision="32")
+        torch.testing.assert_close(images, before["raw-ddpm"], atol=0, rtol=0)
