@@ -14,6 +14,8 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 
+from diffusion_lit import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DIFFUSION_LIT_DATA", str(ROOT / "data"))  # data/ from any folder
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -49,12 +51,14 @@ def overrides_of(settings: dict) -> list[str]:
 
 
 def config(overrides: list[str], name: str = "train"):
+    cli.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(name, overrides=overrides)
 
 
 def data_option(overrides: list[str]) -> str:
     """The ``data`` config option a training config composes to (an experiment picks one)."""
+    cli.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     return cfg.hydra.runtime.choices.data

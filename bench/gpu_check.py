@@ -109,7 +109,7 @@ def count_flops(module) -> float:
     t = torch.randint(module.schedule.timesteps, (n,), device=module.device)
     text = module.class_text(torch.arange(n, device=module.device) % 2)
     with FlopCounterMode(display=False) as counter:
-        F.mse_loss(module.predict(x, t, text), x).backward()
+        F.mse_loss(module.model.predict(x, t, text), x).backward()
     net.zero_grad(set_to_none=True)
     return counter.get_total_flops() / n
 
@@ -233,9 +233,9 @@ def sync_check(report: Report, overrides: list[str], extra: list[str]) -> None:
 
 
 def sampling(report: Report, module) -> None:
-    pipe = TextToImage(module.eval())
+    pipe = TextToImage(module.eval().model, module.spec)
     per_class = 2 if SMOKE else 100
-    total = per_class * len(pipe.class_prompts)
+    total = per_class * len(pipe.default_prompts)
     report.write(f"\nSampling {total} images ({per_class} per class, guidance 1.5, batches of "
                  "256, the conditional and unconditional passes batched):\n")  # fmt: skip
     report.write("| sampler, steps | precision | img/s | seconds |\n|---|---|---|---|")

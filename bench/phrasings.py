@@ -11,8 +11,8 @@ import sys
 
 from common import OUT, SMOKE, config, record
 
-from diffusion_lit.evaluate import check, model_data_judge, phrasing_sets, prompt_accuracy
-from diffusion_lit.spec import guidance_text
+from diffusion_lit.evaluate import check, model_data_judge
+from diffusion_lit.evaluation.phrasings import phrasing_sets, prompt_accuracy
 
 
 def main() -> None:
@@ -24,8 +24,8 @@ def main() -> None:
     cfg = config([f"ckpt_path={ckpt}", *judge_dir, *overrides], name="evaluate")
     options = check(cfg)
     pipe, datamodule, judge, _, _ = model_data_judge(cfg)
-    options = pipe.module.sampling_options(options)  # the model's guidance where cfg has null
-    sets = phrasing_sets(cfg, pipe, datamodule.class_names)
+    guidance = options.guidance(pipe.model.guidance)  # the model's where cfg has null
+    sets = phrasing_sets(pipe, cfg.get("heldout"), datamodule.class_names)
     if "heldout_phrasings" not in sets:
         raise SystemExit("This data has no held-out phrasings (conf/heldout/<data>.yaml).")
 
@@ -34,20 +34,20 @@ def main() -> None:
             "|---|---|---|---|"]  # fmt: skip
     for name, nearest in [("from their own embedding", False),
                           ("as the nearest training prompt (the default)", True)]:  # fmt: skip
-        options["nearest_prompt"] = nearest
-        held, _ = prompt_accuracy(sets["heldout_phrasings"], n, options, pipe, judge)
+        drawn = options.replace(nearest_prompt=nearest)
+        held, _ = prompt_accuracy(sets["heldout_phrasings"], n, drawn, pipe, judge)
         rows.append(f"| {name} | {trained:.1%} | {held:.1%} | {100 * (trained - held):.1f} |")
 
-    owner = {p: c for c, ps in enumerate(pipe.module.hparams.class_prompts) for p in ps}
+    owner = {p: c for c, ps in enumerate(pipe.model.prompts.class_prompts) for p in ps}
     heldout = {p: c for c, ps in enumerate(sets["heldout_phrasings"]) for p in ps}
-    nearest = pipe.nearest(list(heldout))
-    right = sum(owner[near] == c for (near, _), c in zip(nearest, heldout.values(), strict=True))
+    found = pipe.read(list(heldout))
+    right = sum(owner[f.nearest] == c for f, c in zip(found, heldout.values(), strict=True))
     record(
         f"Prompts the model never saw: own embedding vs nearest training prompt ({ckpt})",
         "\n".join(rows),
         f"`{n}` images per class for each set (cycling through the class's prompts), "
-        f"{len(heldout)} held-out prompts, {options['sampler']} {options['steps']} steps, "
-        f"{guidance_text(options)}, EMA weights; gap in points. The nearest "
+        f"{len(heldout)} held-out prompts, {options.sampler} {options.steps} steps, "
+        f"{guidance}, EMA weights; gap in points. The nearest "
         f"training prompt (cosine of pooled text embeddings) is one of the right class for "
         f"{right} of the {len(heldout)} held-out prompts ({right / len(heldout):.0%}).",
     )

@@ -14,9 +14,9 @@ import sys
 
 from common import SMOKE, config, record
 
-from diffusion_lit.config import build
-from diffusion_lit.evaluate import heldout_phrasings
-from diffusion_lit.text import most_similar
+from diffusion_lit.evaluation.phrasings import heldout_phrasings
+from diffusion_lit.text.embedding import most_similar
+from diffusion_lit.training.config import build
 
 
 def option_values(name: str) -> list[str]:
@@ -49,7 +49,7 @@ def main() -> None:
         for data in datas.split(","):
             cfg = config([f"data={data}"], name="evaluate")
             datamodule = build(cfg.data)
-            heldout = heldout_phrasings(cfg, datamodule.class_names)
+            heldout = heldout_phrasings(cfg.get("heldout"), datamodule.class_names)
             if heldout is None:
                 raise SystemExit(f"data={data} has no held-out phrasings (conf/heldout/).")
             right, total, misses = retrieval(encoder, datamodule.class_prompts, heldout)

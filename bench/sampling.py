@@ -18,8 +18,8 @@ from pathlib import Path
 
 from common import OUT, ROOT, SMOKE, config, record
 
-from diffusion_lit.artifacts import load_module
 from diffusion_lit.evaluate import evaluate
+from diffusion_lit.modelfile.load import load_model
 
 OPTIONS = ("--guidance-sampler", "--images-per-class", "--only", "--guidance-intervals")
 ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in OPTIONS
@@ -114,8 +114,8 @@ def main() -> None:
             "where guidance applies; elsewhere the conditional prediction alone.",
         )
     if "precision" in tables:  # at the model's own guidance, as the sample CLI samples it
-        own = load_module(ckpt).sampling
-        w, (a, b) = own["guidance_scale"], own["guidance_interval"]
+        own = load_model(ckpt)[1].guidance
+        w, (a, b) = own.scale, own.interval
         table(
             "precision",
             [

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from common import OUT, SMOKE, LightningStepClock, StepClock, config, record
 
-from diffusion_lit.config import build
-from diffusion_lit.schedule import NoiseSchedule
+from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.train import train
+from diffusion_lit.training.config import build
 
 CPU = not torch.cuda.is_available()
 SIZES = {  # name: data/model overrides (the seed-MNIST batch is cut on CPU to keep it minutes)
@@ -58,7 +58,7 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
     datamodule = build(cfg.data)
     datamodule.setup("fit")
     encoder = build(cfg.text_encoder)
-    prompts = encoder.encode([p[0] for p in datamodule.class_prompts])
+    prompts = encoder.encode([p[0] for p in datamodule.class_prompts])  # each class's first
     device = torch.device("cpu" if CPU else "cuda")
     net = (net or build(cfg.model)).to(device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format

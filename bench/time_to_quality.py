@@ -16,13 +16,13 @@ import torch
 from common import NEW_RECIPE, OUT, SMOKE, config, overrides_of, record
 from omegaconf import open_dict
 
-from diffusion_lit.callbacks import averaged_module
-from diffusion_lit.config import build, sampling_spec
+from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.evaluate import evaluate
-from diffusion_lit.evaluation import evaluate_samples, load_classifier, real_sets
-from diffusion_lit.pipeline import TextToImage
-from diffusion_lit.spec import guidance_text
+from diffusion_lit.evaluation.judge import load_classifier
+from diffusion_lit.evaluation.metrics import evaluate_samples, real_sets
 from diffusion_lit.train import train
+from diffusion_lit.training.config import build, own_guidance
+from diffusion_lit.training.ema import averaged_module
 
 TARGETS = {
     "accuracy ≥ 98 %": lambda r: r["conditional_accuracy"] >= 0.98,
@@ -51,11 +51,10 @@ class Stopwatch(L.Callback):
         self.trained_seconds += time.perf_counter() - self.t0
         if (trainer.current_epoch + 1) % self.every:
             return
-        pipe = TextToImage(averaged_module(trainer, pl_module))
-        steps = 5 if SMOKE else 100
-        images = pipe(None, num_images=self.per_class, steps=steps, progress=False)
+        model = averaged_module(trainer, pl_module).model
+        images = model.sample_classes(self.per_class, SamplingOptions(steps=5 if SMOKE else 100))
         labels = torch.arange(len(images)).repeat_interleave(self.per_class)
-        names = pl_module.hparams.class_names
+        names = model.prompts.class_names
         r = evaluate_samples(self.judge, images.flatten(0, 1) * 2 - 1, labels, self.real,
                              self.reference, names)  # fmt: skip
         self.rows.append((trainer.current_epoch, self.trained_seconds, r))
@@ -95,7 +94,7 @@ def main() -> None:
                   f"diversity {r['diversity']:.2f}")  # fmt: skip
     record("Time to quality: the quickstart until each target, old vs new recipe",
            "\n".join(table), notes=f"Judged every {every} epochs: 20 images per class, "
-           f"the model's own {guidance_text(sampling_spec(cfg))} (the sample CLI's default), "
+           f"the model's own {own_guidance(cfg)} (the sample CLI's default), "
            "DDPM 100 steps, EMA weights.")  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """How well the unfamiliar-prompt note separates requests a model can draw from ones it cannot:
 the similarity of each held-out phrasing (drawable, never trained on) and of unrelated requests
 to the nearest training prompt, and at each threshold the share of held-out phrasings let through
-and of unrelated requests flagged. The pipeline flags below ``pipeline.UNFAMILIAR_BELOW``.
+and of unrelated requests flagged. The pipeline flags below ``text.nearest.UNFAMILIAR_BELOW``.
 
     python bench/unfamiliar.py [ckpt_path] [--heldout conf/heldout/digits.yaml] [--smoke]
 """
@@ -12,8 +12,9 @@ from pathlib import Path
 from common import ROOT, SMOKE, record
 from omegaconf import OmegaConf
 
-from diffusion_lit.data.prompts import class_prompts
-from diffusion_lit.pipeline import UNFAMILIAR_BELOW, TextToImage
+from diffusion_lit.pipeline import TextToImage
+from diffusion_lit.text.nearest import UNFAMILIAR_BELOW
+from diffusion_lit.text.templates import class_prompts
 
 # requests none of the bundled datasets' models can draw; some borrow the training templates'
 # words ("Draw a", "handwritten", "an image showing") to test that the note sees past them
@@ -40,12 +41,12 @@ def main() -> None:
         raise SystemExit("No checkpoint under outputs/runs/: run `make train` or pass one.")
     heldout = OmegaConf.load(option("--heldout", str(ROOT / "conf" / "heldout" / "digits.yaml")))
     pipe = TextToImage.from_checkpoint(ckpt, device="cpu")
-    names = pipe.module.hparams.class_names
+    names = pipe.model.prompts.class_names
     vocab = class_prompts(names, list(heldout.prompt_templates), dict(heldout.class_synonyms or {}))
     drawable = [p for prompts in vocab for p in prompts]
     unrelated = UNRELATED[:3] if SMOKE else UNRELATED
-    near_drawable = [s for _, s in pipe.nearest(drawable)]
-    near_unrelated = pipe.nearest(unrelated)
+    near_drawable = [f.similarity for f in pipe.read(drawable)]
+    near_unrelated = [(f.nearest, f.similarity) for f in pipe.read(unrelated)]
 
     rows = ["| flag below | held-out phrasings let through | unrelated requests flagged |",
             "|---|---|---|"]  # fmt: skip

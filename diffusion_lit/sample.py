@@ -1,49 +1,51 @@
-"""Sampling entry point: ``python -m diffusion_lit.sample ckpt_path=<ckpt> prompts='[...]'``."""
+"""Sampling: ``python -m diffusion_lit.sample ckpt_path=<ckpt> prompts='[...]'``."""
 
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from diffusion_lit import checks
-from diffusion_lit.errors import report_user_errors
+from diffusion_lit import checks, cli
+from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.modelfile.checkpoint import existing
 from diffusion_lit.pipeline import TextToImage
-from diffusion_lit.spec import guidance_text
 
 log = logging.getLogger(__name__)
 
 
 def sample(cfg: DictConfig) -> Path | None:
     """Writes ``<out_dir>/<slug>/NNN.png`` per prompt and ``<out_dir>/grid.png``; returns grid."""
-    checks.model_path(cfg, "ckpt_path")
+    ckpt_path = existing(checks.path("ckpt_path", cfg.ckpt_path))
+    use_ema = checks.flag("use_ema", cfg.use_ema)
     if cfg.prompts == "list":
-        return list_prompts(cfg)
-    options = checks.sampling(cfg)
-    checks.integer(cfg, "num_images", 1, 100_000)
-    checks.out_dir(cfg)
-    prompts = checks.texts(cfg, "prompts", optional=True)
-    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device=cfg.device, use_ema=cfg.use_ema)
-    prompts = prompts or pipe.class_prompts
-    options = pipe.module.sampling_options(options)  # the model's guidance where cfg has null
-    images = pipe(prompts, num_images=cfg.num_images, **options)
-    grid = pipe.save(images, prompts, cfg.out_dir)
+        return list_prompts(ckpt_path, use_ema)
+    options = SamplingOptions.from_config(cfg)
+    device = checks.device("device", cfg.device)
+    num_images = checks.integer("num_images", cfg.num_images, 1, 100_000)
+    out_dir = checks.out_dir("out_dir", cfg.out_dir)
+    prompts = checks.texts("prompts", cfg.prompts, optional=True)
+    pipe = TextToImage.from_checkpoint(ckpt_path, device=device, use_ema=use_ema)
+    out = pipe(prompts, num_images, options=options)
+    for note in out.unfamiliar:
+        log.warning(note)
+    for note in out.substitutions:
+        log.info(note)
+    grid = pipe.save(out.images, out.prompts, out_dir)
     log.info(
         "Wrote %d images per prompt for %d prompts (%s); grid: %s",
-        cfg.num_images, len(prompts), guidance_text(options), grid,
+        num_images, len(out.prompts), out.guidance, grid,
     )  # fmt: skip
     return grid
 
 
-def list_prompts(cfg: DictConfig) -> None:
+def list_prompts(ckpt_path: Path, use_ema: bool) -> None:
     """``prompts=list``: prints what the model was trained to draw, one class a line."""
-    pipe = TextToImage.from_checkpoint(cfg.ckpt_path, device="cpu", use_ema=cfg.use_ema)
+    pipe = TextToImage.from_checkpoint(ckpt_path, device="cpu", use_ema=use_ema)
     for name, prompts in pipe.training_prompts.items():
         print(f"{name}: " + " | ".join(prompts))
 
 
-@hydra.main(config_path="../conf", config_name="sample", version_base="1.3")
-@report_user_errors
+@cli.command("sample")
 def main(cfg: DictConfig) -> None:
     sample(cfg)
 

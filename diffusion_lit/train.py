@@ -1,4 +1,4 @@
-"""Training entry point: ``python -m diffusion_lit.train [overrides]``.
+"""Training: ``python -m diffusion_lit.train [overrides]``.
 
 ``train(cfg)`` does the work (and is what tests call); ``main`` only wraps it for Hydra.
 """
@@ -8,27 +8,25 @@ import logging
 import os
 from pathlib import Path
 
-import hydra
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from diffusion_lit import checks
-from diffusion_lit.artifacts import read_checkpoint
-from diffusion_lit.config import build, model_spec, sampling_spec
-from diffusion_lit.errors import UserError, first_line, report_user_errors
-from diffusion_lit.module import DiffusionModule
-from diffusion_lit.resume import (
-    LAST,
+from diffusion_lit import checks, cli
+from diffusion_lit.errors import BadValue, UserError, first_line
+from diffusion_lit.modelfile.checkpoint import read_checkpoint
+from diffusion_lit.training.config import build, model_spec
+from diffusion_lit.training.module import DiffusionModule
+from diffusion_lit.training.resume import (
+    NEWEST,
     check_same_model,
     continue_csv_log,
     find_checkpoint,
     interrupted_checkpoint,
     wandb_run_id,
 )
-from diffusion_lit.schedule import PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +56,14 @@ def _setup_wandb(cfg: DictConfig) -> None:
 
 
 def check(cfg: DictConfig) -> None:
-    """The training CLI's main values (see :mod:`diffusion_lit.checks`); the Trainer checks its
-    own arguments, and the model classes theirs, before any work."""
-    checks.integer(cfg, "seed", 0, checks.MAX_SEED)
-    if checks.value(cfg, "ckpt_path") not in (None, LAST):
-        checks.checkpoint_file(cfg)
-    checks.flag(cfg, "channels_last")
-    checks.flag(cfg, "compile")
-    checks.one_of(cfg, "compile_mode", ["default", "reduce-overhead", "max-autotune"])
-    checks.data(cfg)
-    checks.integer(cfg, "model.base_channels", 1, 1024)
-    checks.integer(cfg, "model.time_dim", 2, 4096)
-    checks.real(cfg, "model.cond_drop_prob", 0, 1)
-    checks.integer(cfg, "schedule.timesteps", 2, 100_000)
-    checks.one_of(cfg, "schedule.kind", ["linear", "cosine"])
-    for key in ("beta_start", "beta_end", "cosine_s"):
-        checks.real(cfg, f"schedule.{key}", 0, 1, above=True)
-    checks.one_of(cfg, "schedule.prediction", PREDICTIONS)
-    checks.flag(cfg, "schedule.zero_terminal_snr")
-    checks.real(cfg, "optimizer.lr", 0, None, above=True)
-    checks.real(cfg, "min_snr_gamma", 0, None, above=True, optional=True)
-    checks.real(cfg, "text_noise", 0, None)
-    if cfg.get("lr_scheduler"):
-        checks.integer(cfg, "lr_scheduler.warmup_steps", 0, 10**9)
-        checks.flag(cfg, "lr_scheduler.cosine")
-        checks.real(cfg, "lr_scheduler.min_lr_ratio", 0, 1)
-    checks.integer(cfg, "trainer.max_epochs", -1, 10**9, optional=True)
-    sampling_spec(cfg)
+    """The values no object the run builds checks: every other is checked by its owner (the
+    data module, the UNet, the schedule, ...) as it is built, before any work."""
+    checks.integer("seed", cfg.seed, 0, checks.MAX_SEED)
+    if cfg.ckpt_path != NEWEST:
+        checks.path("ckpt_path", cfg.ckpt_path, optional=True)
+    # torch's optimizers take any lr ≥ 0 (inf too), and Lightning any max_epochs
+    checks.real("optimizer.lr", OmegaConf.select(cfg, "optimizer.lr"), 0, None, above=True)
+    checks.integer("trainer.max_epochs", cfg.trainer.get("max_epochs"), -1, 10**9, optional=True)
 
 
 def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
@@ -99,24 +78,17 @@ def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
         ) from err
 
 
-def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict]:
-    """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run),
-    resuming from ``cfg.ckpt_path`` when set, else from the newest checkpoint its run dir already
-    holds (a requeued or restarted job); returns the final metrics and the objects built."""
-    check(cfg)
-    checkpoint = find_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
-    if checkpoint is None and (checkpoint := interrupted_checkpoint(cfg.paths.run_dir)):
-        log.info("%s already holds %s: continuing that run", cfg.paths.run_dir, checkpoint.name)
-    resumed = read_checkpoint(checkpoint, mmap=True) if checkpoint else None
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = build(cfg.data)
-    encoder = build(cfg.text_encoder)  # fails here, before any work, if unavailable
+def build_module(cfg: DictConfig, datamodule) -> DiffusionModule:
+    """The model the config describes, around a UNet built from it, with the training options;
+    the optimizer and its schedule tried once on it, so that a value they refuse stops the run
+    here."""
+    net = build(cfg.model, "model")
     spec = model_spec(cfg, datamodule.class_names, datamodule.class_prompts)
     module = DiffusionModule(
         spec,
-        net=build(cfg.model),
-        optimizer=build(cfg.optimizer),
-        lr_scheduler=build(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+        spec.build(net),
+        optimizer=build(cfg.optimizer, "optimizer"),
+        lr_scheduler=build(cfg.lr_scheduler, "lr_scheduler") if cfg.get("lr_scheduler") else None,
         min_snr_gamma=cfg.get("min_snr_gamma"),
         text_noise=cfg.text_noise,
         channels_last=cfg.channels_last,
@@ -124,15 +96,43 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         compile_mode=cfg.compile_mode,
         seed=cfg.seed,
     )
+    try:
+        optimizer = module.optimizer(params=module.net.parameters())
+    except (ValueError, TypeError) as err:
+        raise UserError(
+            f"The optimizer refuses its settings: {first_line(err)}. Fix the optimizer.* value "
+            "it names."
+        ) from err
+    if module.lr_scheduler is not None:
+        try:
+            module.lr_scheduler(optimizer, lambda: 1)
+        except BadValue as err:
+            raise err.under("lr_scheduler") from None
+    return module
+
+
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict]:
+    """Trains the configured model (plus ``extra_callbacks``, for scripts that watch a run),
+    resuming from ``cfg.ckpt_path`` when set, else from the newest checkpoint its run dir already
+    holds (a requeued or restarted job); returns the final metrics and the objects built."""
+    check(cfg)
+    checkpoint = find_checkpoint(cfg.ckpt_path, cfg.paths.output_dir)
+    if checkpoint is None and (checkpoint := interrupted_checkpoint(cfg.paths.run_dir)):
+        log.info("%s already holds %s: continuing that run", cfg.paths.run_dir, checkpoint.name)
+    resumed, resumed_spec = read_checkpoint(checkpoint, mmap=True) if checkpoint else (None, None)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build(cfg.data, "data")
+    module = build_module(cfg, datamodule)
+    encoder = build(cfg.text_encoder, "text_encoder")  # fails here, before any work
     module.encode_prompts(encoder)
     del encoder
     if resumed:
-        check_same_model(checkpoint, resumed["hyper_parameters"], spec)
+        check_same_model(checkpoint, resumed_spec, module.spec)
         log.info("Resuming from %s (step %d)", checkpoint, resumed["global_step"])
 
     _setup_wandb(cfg)
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
     if not loggers:  # it has nowhere to write and would stop the run
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks += extra_callbacks or []
@@ -161,8 +161,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-@report_user_errors
+@cli.command("train")
 def main(cfg: DictConfig) -> float | None:
     metrics, _ = train(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/loss"))  # for Hydra sweepers

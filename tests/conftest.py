@@ -13,9 +13,12 @@ from omegaconf import DictConfig, open_dict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: tests run offline
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from diffusion_lit import cli  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
 sys.path.insert(0, str(Path(__file__).parent))  # tests' helper modules (clip_fixture, ...)
+cli.register()  # what the configs need, as every command does before composing them
 
 # A model and data small enough for a 2-core CPU: 8×8 digits, T = 20, a few channels.
 TINY = [

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffusion_lit import evaluate, export, runs, sample, train
+from diffusion_lit import evaluate, export, sample, train
+from diffusion_lit.runs import __main__ as runs
 
 from conftest import TINY
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_ddp import DDP
 
-from diffusion_lit.resume import interrupted_checkpoint
+from diffusion_lit.training.resume import interrupted_checkpoint
 
 from conftest import TINY, finish, start_training
 from ddp_probe import probed, read_probes

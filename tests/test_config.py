@@ -9,9 +9,9 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from diffusion_lit.config import fast_precision, model_spec
-from diffusion_lit.datamodule import ImageDataModule
-from diffusion_lit.spec import build_component
+from diffusion_lit.data.datamodule import ImageDataModule
+from diffusion_lit.diffusion.precision import for_training as fast_precision
+from diffusion_lit.training.config import model_spec
 
 from conftest import CONF_DIR, compose_train
 
@@ -104,7 +104,7 @@ def test_text_encoders(tmp_path):
 def test_schedule_and_optimizer_instantiate(tmp_path):
     cfg = compose_train(["schedule.kind=cosine"], run_dir=tmp_path)
     spec = model_spec(cfg, ["six"], [["Draw a six"]])
-    assert build_component(spec, "schedule").alphas_cumprod.shape == (1000,)
+    assert spec.build().schedule.alphas_cumprod.shape == (1000,)
     net = instantiate(cfg.model)
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
@@ -149,25 +149,27 @@ def test_unknown_option_is_refused():
 
 def test_the_sampling_defaults_agree_everywhere(tmp_path):
     """DDPM, 100 steps (chosen in bench/sampling.py) and the model's own guidance (null/None:
-    its spec's ``sampling``, 1.5 over the whole denoising unless its training chose other): the
-    sample and evaluate CLIs, the training grids and the Python API."""
+    its spec's guidance, 1.5 over the whole denoising unless its training chose other), from one
+    owner: the sample and evaluate CLIs and the training grids get SamplingOptions' fields."""
+    import dataclasses
+
     from hydra import compose, initialize_config_dir
 
-    from diffusion_lit.config import sampling_spec
-    from diffusion_lit.pipeline import TextToImage, write_class_grid
-    from diffusion_lit.spec import SAMPLING
+    from diffusion_lit.diffusion.guidance import Guidance
+    from diffusion_lit.diffusion.options import SamplingOptions
+    from diffusion_lit.training.config import own_guidance
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         clis = [compose(name, overrides=["ckpt_path=x"]) for name in ("sample", "evaluate")]
     cfg = compose_train([], run_dir=tmp_path)
-    api = inspect.signature(TextToImage.__call__).parameters
-    card = inspect.signature(write_class_grid).parameters
+    defaults = dataclasses.asdict(SamplingOptions())
     for source in [*clis, cfg.callbacks.sample_grid]:
-        assert (source.sampler, source.steps, source.guidance_scale) == ("ddpm", 100, None)
-    for source in clis:
-        assert source.guidance_interval is None
-    for params in (api, card):
-        assert [params[k].default for k in ("sampler", "steps", "guidance_scale")] == [
-            "ddpm", 100, None
-        ]  # fmt: skip
-    assert sampling_spec(cfg) == SAMPLING == {"guidance_scale": 1.5, "guidance_interval": [0, 1]}
+        assert {k: source[k] for k in defaults} == defaults
+        assert SamplingOptions.from_config(source) == SamplingOptions()
+    assert (defaults["sampler"], defaults["steps"], defaults["guidance_scale"]) == (
+        "ddpm",
+        100,
+        None,
+    )
+    assert defaults["guidance_interval"] is None
+    assert own_guidance(cfg) == Guidance() == Guidance(1.5, (0, 1))

@@ -7,9 +7,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from PIL import Image
 
-from diffusion_lit.data import MNIST, Digits, FlowerFolder, class_prompts
-from diffusion_lit.datamodule import ImageDataModule, image_transform
+from diffusion_lit.data import MNIST, Digits, FlowerFolder
+from diffusion_lit.data.datamodule import ImageDataModule, image_transform
 from diffusion_lit.errors import UserError
+from diffusion_lit.text.templates import class_prompts
 
 from conftest import CONF_DIR
 

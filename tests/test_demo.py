@@ -12,10 +12,12 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from diffusion_lit import demo  # noqa: E402
+from diffusion_lit import cli, demo  # noqa: E402
+from diffusion_lit.page.actions import Models, Page  # noqa: E402
 from diffusion_lit.pipeline import TextToImage  # noqa: E402
 from diffusion_lit.sample import sample  # noqa: E402
 
@@ -31,7 +33,7 @@ SETTINGS = (PROMPTS, 3, 1.5, "ddim", 5, 7, True)
 def page(trained_run, tmp_path_factory):
     """The page serving the tiny run, the Runs tab on the folder holding it."""
     run_dir = trained_run[0]
-    cfg = demo.cli_defaults("demo")
+    cfg = cli.compose("demo")
     cfg.merge_with(
         {
             "ckpt_path": str(run_dir / "checkpoints" / "last.ckpt"),
@@ -123,7 +125,7 @@ def test_two_requests_at_once_get_their_own_images(page, client):
         for seed in (1, 2)
     }  # fmt: skip
     for seed, job in jobs.items():
-        images = pipe(["Draw a two"], num_images=2, steps=10, seed=seed, progress=False)
+        images = pipe(["Draw a two"], num_images=2, steps=10, seed=seed, progress=False).images
         expected = (images[0, :, 0] * 255 + 0.5).clamp(0, 255).byte().numpy()  # as save_image
         got = pixels([item["image"] for item in job.result()[0]])[..., 0]
         np.testing.assert_array_equal(got, expected)
@@ -164,12 +166,12 @@ def test_runs_tab_shows_compares_and_exports_a_run(trained_run, tmp_path):
     import shutil
 
     run_dir = trained_run[0]
-    page = demo.Page(demo.Models("cpu"), run_dir.parent, tmp_path / "out", max_images=8)
+    page = Page(Models("cpu"), run_dir.parent, tmp_path / "out", 8, cli.compose("sample"))
     twin = tmp_path / "twin"  # a second run, with the config Hydra writes
     shutil.copytree(run_dir, twin)
     (twin / ".hydra").mkdir()
     (twin / ".hydra" / "config.yaml").write_text("trainer:\n  max_epochs: 2\n")
-    page = demo.Page(demo.Models("cpu"), tmp_path, tmp_path / "out", max_images=8)
+    page = Page(Models("cpu"), tmp_path, tmp_path / "out", 8, cli.compose("sample"))
     table, run, to_compare = page.runs_table()
     assert [row[0] for row in table.value["data"]] == [str(twin)]  # the runs list rows
     assert run.value == str(twin) and [c[0] for c in to_compare.choices] == [str(twin)]
@@ -181,7 +183,7 @@ def test_runs_tab_shows_compares_and_exports_a_run(trained_run, tmp_path):
     assert ckpts.value == str(twin / "checkpoints" / "last.ckpt")
     assert evaluations.startswith("(no evaluations")
 
-    with pytest.raises(demo.gr.Error, match="two or more"):
+    with pytest.raises(gr.Error, match="two or more"):
         page.compare([str(run_dir)])
     assert "best val/loss" in page.compare([str(run_dir), str(twin)])  # the runs compare table
 
@@ -189,5 +191,5 @@ def test_runs_tab_shows_compares_and_exports_a_run(trained_run, tmp_path):
     assert page.use_checkpoint(str(ckpt))[0] == str(ckpt)
     assert "Exported to" in page.export(str(ckpt), True, False)
     assert (twin / "checkpoints" / "export-last" / "model.safetensors").is_file()
-    with pytest.raises(demo.gr.Error, match="already exists"):
+    with pytest.raises(gr.Error, match="already exists"):
         page.export(str(ckpt), True, False)  # nothing is replaced unless asked

@@ -7,9 +7,9 @@ import pytest
 import torch
 from test_data import write_idx
 
-from diffusion_lit.callbacks import WarmupEMAModel
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.train import train
+from diffusion_lit.training.ema import WarmupEMAModel
 
 from conftest import TINY, compose_train
 
@@ -49,10 +49,10 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_what_sampling_uses(enhance
 
     ema_pipe = TextToImage.from_checkpoint(ckpt_path, device="cpu")
     raw_pipe = TextToImage.from_checkpoint(ckpt_path, device="cpu", use_ema=False)
-    assert torch.equal(ema_pipe.module.state_dict()[name], ema[name])
-    assert torch.equal(raw_pipe.module.state_dict()[name], raw[name])
+    assert torch.equal(ema_pipe.model.net.out.weight, ema[name])
+    assert torch.equal(raw_pipe.model.net.out.weight, raw[name])
     kw = dict(prompts=["Draw a six"], num_images=2, sampler="ddim", steps=5, seed=0, progress=False)
-    assert not torch.equal(ema_pipe(**kw), raw_pipe(**kw))
+    assert not torch.equal(ema_pipe(**kw).images, raw_pipe(**kw).images)
     # training ended with the EMA weights copied into the model, as sampling sees them
     trained = objects["module"].state_dict()[name]
     torch.testing.assert_close(trained, ema[name])
@@ -82,9 +82,9 @@ def test_every_sampler_generates_reproducible_images(enhanced_run, sampler, step
     run_dir, _, _ = enhanced_run
     pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
     kw = dict(num_images=2, sampler=sampler, steps=steps, seed=3, progress=False)
-    a = pipe(["Draw a six", "a drawing of a seven"], **kw)
+    a = pipe(["Draw a six", "a drawing of a seven"], **kw).images
     assert a.shape == (2, 2, 1, 8, 8) and torch.isfinite(a).all()
-    assert torch.equal(a, pipe(["Draw a six", "a drawing of a seven"], **kw))
+    assert torch.equal(a, pipe(["Draw a six", "a drawing of a seven"], **kw).images)
 
 
 @pytest.mark.parametrize("option", ["trainer.precision=bf16-mixed", "channels_last=true"])
@@ -129,6 +129,6 @@ def test_seed_mnist_experiment_runs_a_fast_dev_run(tmp_path):
     assert cfg.data.image_size == 56 and cfg.data.channels == 3  # the seed's size, kept
     metrics, objects = train(cfg)
     assert type(objects["module"].net).__name__ == "TextGuidedUNet"
-    assert objects["module"].hparams.class_prompts[6] == ["Draw a six"]
+    assert objects["module"].spec.class_prompts[6] == ["Draw a six"]
     assert np.isfinite(metrics["train/loss"])
     assert Path(tmp_path / "run" / "samples" / "final.png").is_file()

@@ -7,9 +7,10 @@ from torch.utils.data import Subset
 from torchvision.transforms.functional import gaussian_blur
 
 from diffusion_lit.data import Digits
-from diffusion_lit.datamodule import ImageDataModule
+from diffusion_lit.data.datamodule import ImageDataModule
 from diffusion_lit.evaluate import evaluate
-from diffusion_lit.evaluation import evaluate_samples, stack, train_classifier
+from diffusion_lit.evaluation.judge import stack, train_classifier
+from diffusion_lit.evaluation.metrics import evaluate_samples
 
 from conftest import CONF_DIR
 

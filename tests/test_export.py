@@ -33,7 +33,7 @@ def exported(trained_run, tmp_path_factory):
 
 def samples(path, **kwargs):
     pipe = TextToImage.from_checkpoint(path, device="cpu", **kwargs)
-    return pipe(None, num_images=2, steps=6, seed=3, progress=False)
+    return pipe(None, num_images=2, steps=6, seed=3, progress=False).images
 
 
 def test_export_writes_weights_prompts_config_and_model_card(exported):

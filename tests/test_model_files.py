@@ -16,9 +16,10 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from diffusion_lit import evaluate, export, sample, train
+from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.errors import UserError
+from diffusion_lit.modelfile.spec import UnsafeModelFile
 from diffusion_lit.pipeline import TextToImage
-from diffusion_lit.spec import SAMPLING, UnsafeModelFile
 from diffusion_lit.text import MiniLMEncoder, TextEncoderUnavailable
 
 from conftest import CONF_DIR, ROOT, TINY, assert_one_line
@@ -158,9 +159,9 @@ def test_format1_files_still_load_and_sample_as_before(form):
     before = load_file(FORMAT1 / "samples.safetensors")["images"]
     pipe = TextToImage.from_checkpoint(FORMAT1 / form, device="cpu")
     images = pipe(None, num_images=2, steps=5, guidance_scale=3.0, seed=0, progress=False,
-                  precision="32")  # fmt: skip
+                  precision="32").images  # fmt: skip
     torch.testing.assert_close(images, before, atol=1e-5, rtol=0)
-    assert pipe.module.net._compiled_call_impl is None
+    assert pipe.model.net._compiled_call_impl is None
 
 
 def test_format1_training_options_are_not_part_of_the_model(tmp_path):
@@ -169,12 +170,12 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
     ckpt = torch.load(FORMAT1 / "model.ckpt", map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"] |= {"compile": True, "channels_last": True}
     torch.save(ckpt, tmp_path / "model.ckpt")
-    module = TextToImage.from_checkpoint(tmp_path / "model.ckpt").module
-    assert module.net._compiled_call_impl is None
-    assert set(module.hparams) == {
+    pipe = TextToImage.from_checkpoint(tmp_path / "model.ckpt")
+    assert pipe.model.net._compiled_call_impl is None
+    assert set(pipe.spec.to_dict()) == {
         "version", "net", "schedule", "text_encoder", "class_names", "class_prompts", "sampling"
     }  # fmt: skip
-    assert module.sampling == SAMPLING  # it recorded none: the defaults it was sampled with
+    assert pipe.model.guidance == Guidance()  # it recorded none: the defaults it was sampled with
 
 
 def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
@@ -197,9 +198,9 @@ def test_format2_files_written_before_the_layout_change_sample_the_same_pixels(f
     pipe = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu")
     for sampler in ("ddpm", "ddim", "dpmpp_2m"):
         images = pipe(["Draw a six", "a 3", "a handwritten seven"], num_images=2, steps=5,
-                      sampler=sampler, seed=0, progress=False, precision="32")  # fmt: skip
+                      sampler=sampler, seed=0, progress=False, precision="32").images  # fmt: skip
         torch.testing.assert_close(images, before[f"{form}-{sampler}"], atol=0, rtol=0)
     if form == "model.ckpt":
         raw = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu", use_ema=False)
-        images = raw(None, num_images=1, steps=5, seed=1, progress=False, precision="32")
+        images = raw(None, num_images=1, steps=5, seed=1, progress=False, precision="32").images
         torch.testing.assert_close(images, before["raw-ddpm"], atol=0, rtol=0)

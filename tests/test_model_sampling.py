@@ -9,10 +9,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from diffusion_lit import export, sample
-from diffusion_lit.demo import Models, Page
+from diffusion_lit import cli, export, sample
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.page.actions import Models, Page
 from diffusion_lit.pipeline import TextToImage
-from diffusion_lit.spec import SAMPLING
 from diffusion_lit.train import train
 
 from conftest import CONF_DIR, TINY, assert_one_line, compose_train
@@ -30,12 +30,12 @@ def chosen_run(tmp_path_factory):
 
 
 def draw(pipe: TextToImage, **guidance) -> torch.Tensor:
-    return pipe(["Draw a six"], num_images=2, steps=5, seed=0, progress=False, **guidance)
+    return pipe(["Draw a six"], num_images=2, steps=5, seed=0, progress=False, **guidance).images
 
 
 def test_the_checkpoint_samples_with_the_guidance_its_training_chose(chosen_run, trained_run):
     pipe = TextToImage.from_checkpoint(chosen_run, device="cpu")
-    assert pipe.module.sampling == CHOSEN
+    assert pipe.model.guidance.to_dict() == CHOSEN
     by_default = draw(pipe)
     torch.testing.assert_close(by_default, draw(pipe, **CHOSEN), rtol=0, atol=0)
     assert not torch.equal(by_default, draw(pipe, guidance_scale=1.5))
@@ -45,7 +45,7 @@ def test_the_checkpoint_samples_with_the_guidance_its_training_chose(chosen_run,
     )
     # a model trained without a choice samples with the project's defaults
     plain = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", "cpu")
-    assert plain.module.sampling == SAMPLING == {"guidance_scale": 1.5, "guidance_interval": [0, 1]}
+    assert plain.model.guidance == Guidance() == Guidance(1.5, (0, 1))
 
 
 def test_the_sample_cli_draws_the_models_guidance_unless_told(
@@ -81,7 +81,7 @@ def test_an_export_records_the_guidance_chosen_for_it(trained_run, tmp_path):
     original = TextToImage.from_checkpoint(ckpt, device="cpu")
     torch.testing.assert_close(draw(exported), draw(original, **CHOSEN), rtol=0, atol=0)
     # the page's guidance slider starts at the model's own
-    page = Page(Models("cpu"), tmp_path, tmp_path / "demo", max_images=8)
+    page = Page(Models("cpu"), tmp_path, tmp_path / "demo", 8, cli.compose("sample"))
     assert page.describe_model(str(folder), True, 5)[2].value == 3.0
     assert page.describe_model(str(ckpt), True, 5)[2].value == 1.5
 

@@ -1,12 +1,16 @@
 """The LightningModule's own behaviour on a tiny model: classifier-free guidance, the null prompt,
 reproducible validation, and every rank drawing its own noise."""
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffusion_lit.module import DiffusionModule
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.modelfile.spec import ModelSpec
+from diffusion_lit.training.module import DiffusionModule
 
 
 def tiny_module(kind: str) -> DiffusionModule:
@@ -14,16 +18,15 @@ def tiny_module(kind: str) -> DiffusionModule:
            "time_dim": 8, "cond_drop_prob": 0.1}  # fmt: skip
     if kind == "simple":
         net["timesteps"] = 20
-    spec = {
-        "version": 2,
-        "net": net,
-        "schedule": {"kind": "linear", "timesteps": 20},
-        "text_encoder": {"kind": "minilm"},
-        "class_names": ["a", "b"],
-        "class_prompts": [["A", "draw an a"], ["B", "draw a b"]],
-    }
+    spec = ModelSpec(
+        net=net,
+        schedule={"kind": "linear", "timesteps": 20},
+        text_encoder={"kind": "minilm"},
+        class_names=["a", "b"],
+        class_prompts=[["A", "draw an a"], ["B", "draw a b"]],
+    )
     torch.manual_seed(0)
-    module = DiffusionModule(spec)
+    module = DiffusionModule(spec, spec.build(), optimizer=partial(torch.optim.Adam, lr=1e-3))
     # two classes × two templates of 3 tokens, the last one padding
     module.prompts.pooled = torch.randn(2, 2, 16)
     module.prompts.tokens = torch.randn(2, 2, 3, 16)
@@ -32,6 +35,11 @@ def tiny_module(kind: str) -> DiffusionModule:
         for p in module.net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return module
+
+
+def guided_noise(module, x, t, text, scale, interval=(0.0, 1.0)):
+    """The model's guided noise prediction."""
+    return Guidance(scale, interval).noise(module.model.predict, module.schedule, x, t, text)
 
 
 def inputs(module, n=4):
@@ -44,12 +52,12 @@ def inputs(module, n=4):
 def test_guidance_scale_zero_is_unconditional_and_one_conditional(kind):
     module = tiny_module(kind).eval()
     x, t, text = inputs(module)
-    cond, uncond = module.predict(x, t, text), module.predict(x, t, text.null())
+    cond, uncond = module.model.predict(x, t, text), module.model.predict(x, t, text.null())
     assert not torch.allclose(cond, uncond)  # the prompt matters
-    torch.testing.assert_close(module.guided_noise(x, t, text, 0.0), uncond)
-    torch.testing.assert_close(module.guided_noise(x, t, text, 1.0), cond)
+    torch.testing.assert_close(guided_noise(module, x, t, text, 0.0), uncond)
+    torch.testing.assert_close(guided_noise(module, x, t, text, 1.0), cond)
     w = 3.0
-    torch.testing.assert_close(module.guided_noise(x, t, text, w), uncond + w * (cond - uncond))
+    torch.testing.assert_close(guided_noise(module, x, t, text, w), uncond + w * (cond - uncond))
 
 
 def test_guidance_applies_only_within_its_interval_of_the_denoising():
@@ -59,9 +67,9 @@ def test_guidance_applies_only_within_its_interval_of_the_denoising():
     # t = T − 1 is the start of the denoising (0), t = 0 its end (1)
     for t_value, guided in [(last, False), (last // 2, True), (0, False)]:
         t = torch.full((4,), t_value)
-        cond, uncond = module.predict(x, t, text), module.predict(x, t, text.null())
+        cond, uncond = module.model.predict(x, t, text), module.model.predict(x, t, text.null())
         expected = uncond + 3.0 * (cond - uncond) if guided else cond
-        torch.testing.assert_close(module.guided_noise(x, t, text, 3.0, (0.25, 0.75)), expected)
+        torch.testing.assert_close(guided_noise(module, x, t, text, 3.0, (0.25, 0.75)), expected)
 
 
 @pytest.mark.parametrize("kind", ["simple", "enhanced"])
@@ -118,14 +126,14 @@ def test_guidance_works_in_any_prediction_target(prediction):
     module.schedule.prediction = prediction
     module.eval()
     x, t, text = inputs(module)
-    out = module.predict(x, t, text)
+    out = module.model.predict(x, t, text)
     torch.testing.assert_close(
-        module.guided_noise(x, t, text, 1.0), module.schedule.predict_noise(x, t, out)
+        guided_noise(module, x, t, text, 1.0), module.schedule.predict_noise(x, t, out)
     )
 
 
 def test_warmup_then_cosine_learning_rate():
-    from diffusion_lit.optim import warmup_cosine
+    from diffusion_lit.training.lr_schedule import warmup_cosine
 
     def rates(total, **kwargs):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from diffusion_lit.samplers import dpmpp_2m_sample, run_sampler, spaced_timesteps
-from diffusion_lit.schedule import NoiseSchedule
+from diffusion_lit.diffusion.samplers import dpmpp_2m_sample, run_sampler, spaced_timesteps
+from diffusion_lit.diffusion.schedule import NoiseSchedule
 
 T, MU, S = 1000, 0.3, 0.5
 SCHEDULE = NoiseSchedule(T)  # linear 1e-4..0.02 at T = 1000: diffusers' "linear"

@@ -9,11 +9,11 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from diffusion_lit.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from diffusion_lit.errors import UserError
-from diffusion_lit.module import NonFiniteLoss
-from diffusion_lit.resume import continue_csv_log, find_checkpoint
 from diffusion_lit.train import train
+from diffusion_lit.training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from diffusion_lit.training.module import NonFiniteLoss
+from diffusion_lit.training.resume import continue_csv_log, find_checkpoint
 
 from conftest import TINY, compose_train, finish, kill_when_written
 from conftest import start_training as start

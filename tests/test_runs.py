@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_lit.runs import main, prune_plan
+from diffusion_lit.runs.__main__ import main
+from diffusion_lit.runs.housekeeping import prune_plan
 
 CONFIG = """\
 seed: 42

@@ -5,9 +5,9 @@ it must give back μ and s. No network is involved, so this checks the sampler m
 import pytest
 import torch
 
+from diffusion_lit.diffusion.samplers import run_sampler, spaced_timesteps
+from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.errors import UserError
-from diffusion_lit.samplers import run_sampler, spaced_timesteps
-from diffusion_lit.schedule import NoiseSchedule
 
 MU, S = 0.3, 0.5
 SCHEDULE = NoiseSchedule(1000)

@@ -3,13 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from diffusion_lit.errors import UserError
-from diffusion_lit.text import (
-    CLIP_VOCAB_SIZE,
-    CLIPEncoder,
-    MiniLMEncoder,
-    PromptBank,
-    TextEncoderUnavailable,
-)
+from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoderUnavailable
+from diffusion_lit.text.encoders import CLIP_VOCAB_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +74,11 @@ def test_wrong_dim_is_refused():
 
 
 def test_prompt_bank_round_trips_through_a_state_dict(minilm):
-    bank = PromptBank()
-    bank.fill(minilm, [["Draw a zero", "Zero"], ["Draw a one", "One"], ["Draw a two", "Two"]])
+    prompts = [["Draw a zero", "Zero"], ["Draw a one", "One"], ["Draw a two", "Two"]]
+    bank = PromptBank(["zero", "one", "two"], prompts)
+    bank.fill(minilm)
     assert bank.pooled.shape == (3, 2, 384) and bank.mask.shape[:2] == (3, 2)
-    restored = PromptBank()
+    restored = PromptBank(["zero", "one", "two"], prompts)
     restored.load_state_dict(bank.state_dict())
     torch.testing.assert_close(restored.pooled, bank.pooled)
     torch.testing.assert_close(restored.tokens, bank.tokens)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from diffusion_lit.diffusion.precision import native_bf16
 from diffusion_lit.errors import UserError
 from diffusion_lit.pipeline import TextToImage, slugify
-from diffusion_lit.precision import native_bf16
 from diffusion_lit.sample import sample
 from diffusion_lit.text import TextEncoderUnavailable
 from diffusion_lit.train import train
@@ -96,10 +96,16 @@ def test_sample_cli_writes_one_folder_per_prompt_and_a_grid(trained_run, tmp_pat
 def test_python_api_is_reproducible_and_takes_free_form_prompts(trained_run):
     run_dir, _, _ = trained_run
     pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
-    assert len(pipe.class_prompts) == 10
-    a = pipe(["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=1, progress=False)
-    b = pipe(["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=1, progress=False)
-    c = pipe(["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=2, progress=False)
+    assert len(pipe.default_prompts) == 10
+    a = pipe(
+        ["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=1, progress=False
+    ).images
+    b = pipe(
+        ["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=1, progress=False
+    ).images
+    c = pipe(
+        ["Draw a six", "a hand-written 6"], num_images=2, steps=10, seed=2, progress=False
+    ).images
     assert a.shape == (2, 2, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert pipe.to_pil(a)[1][0].size == (8, 8)
@@ -115,7 +121,7 @@ def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta)
     runs = [
         TextToImage.from_checkpoint(ckpt, device="cpu")(
             None, num_images=3, sampler=sampler, steps=8, eta=eta, seed=7, progress=False
-        )
+        ).images
         for _ in range(2)  # two separate loads of the checkpoint
     ]
     assert torch.equal(runs[0], runs[1])
@@ -124,11 +130,12 @@ def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta)
 def test_bf16_sampling_draws_the_fp32_images_up_to_rounding(trained_run):
     pipe = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", device="cpu")
     kw = dict(num_images=4, steps=8, seed=3, progress=False)
-    fp32, bf16 = pipe(None, **kw, precision="32"), pipe(None, **kw, precision="bf16-mixed")
+    fp32 = pipe(None, **kw, precision="32").images
+    bf16 = pipe(None, **kw, precision="bf16-mixed").images
     assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # it did run in bf16
     assert (fp32 - bf16).abs().mean() < 0.02  # of a [0, 1] range: the same pictures
     # the default, auto: bf16 where this CPU computes it natively
-    assert torch.equal(pipe(None, **kw), bf16 if native_bf16("cpu") else fp32)
+    assert torch.equal(pipe(None, **kw).images, bf16 if native_bf16("cpu") else fp32)
 
 
 def test_pipeline_reports_steps_over_all_batches(trained_run):
@@ -136,7 +143,7 @@ def test_pipeline_reports_steps_over_all_batches(trained_run):
     seen = []
     record = lambda done, total: seen.append((done, total))  # noqa: E731
     images = pipe(["Draw a six", "Draw a one"], 3, steps=4, batch_size=4, progress=False,
-                  callback=record)  # fmt: skip
+                  callback=record).images  # fmt: skip
     assert images.shape[:2] == (2, 3)
     assert seen == [(k, 8) for k in range(1, 9)]  # 6 images in batches of 4: two runs of 4 steps
 
@@ -203,7 +210,7 @@ def test_flowers_train_end_to_end_in_rgb(tmp_path, model):
     )
     metrics, objects = train(cfg)
     module = objects["module"]
-    assert module.hparams.class_prompts == [
+    assert module.spec.class_prompts == [
         ["Daisy", "Draw a daisy"],
         ["Orchids", "Draw a orchids"],
         ["Tulips", "Draw a tulips"],
@@ -263,44 +270,51 @@ def test_the_recipe_options_train_sample_and_export(tiny_cfg, tmp_path, predicti
         images = [
             TextToImage.from_checkpoint(path, device="cpu")(
                 None, num_images=1, sampler=sampler, steps=5, seed=0, progress=False
-            )
+            ).images
             for path in (ckpt, folder)
         ]
         assert torch.isfinite(images[0]).all() and torch.equal(images[0], images[1])
 
 
 def test_a_prompt_unlike_every_training_prompt_is_drawn_with_a_one_line_warning(
-    trained_run, caplog
+    trained_run, tmp_path, caplog
 ):
     run_dir, _, _ = trained_run
-    pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    pipe = TextToImage.from_checkpoint(ckpt, device="cpu")
     kw = dict(num_images=1, steps=2, progress=False)
-    with caplog.at_level(logging.WARNING, logger="diffusion_lit.pipeline"):
-        pipe(["Draw a six", "please sketch the number six"], **kw)  # trained / a rephrasing
-        assert not caplog.records
-        images = pipe(["a red car"], **kw)
-    assert images.shape[:2] == (1, 1)  # still drawn
-    [record] = caplog.records
+    # trained / a rephrasing
+    assert not pipe(["Draw a six", "please sketch the number six"], **kw).unfamiliar
+    out = pipe(["a red car"], **kw)
+    assert out.images.shape[:2] == (1, 1)  # still drawn
+    [note] = out.unfamiliar
     assert re.fullmatch(
-        r"'a red car' is not like any training prompt; nearest: '.+' \(0\.\d\d\)",
-        record.getMessage(),
+        r"'a red car' is not like any training prompt; nearest: '.+' \(0\.\d\d\)", note
     )
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        overrides = [f"ckpt_path={ckpt}", "prompts=[a red car]", "num_images=1", "steps=2"]
+        cfg = compose("sample", overrides=[*overrides, f"out_dir={tmp_path}"])
+    with caplog.at_level(logging.WARNING, logger="diffusion_lit.sample"):
+        sample(cfg)
+    assert [r.getMessage() for r in caplog.records] == [note]  # the CLI's one warning line
 
 
-def test_a_rephrasing_is_drawn_as_its_nearest_training_prompt_unless_told_otherwise(
-    trained_run, caplog
-):
+def test_a_rephrasing_is_drawn_as_its_nearest_training_prompt_unless_told_otherwise(trained_run):
     run_dir, _, _ = trained_run
     pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")
     kw = dict(num_images=2, steps=3, seed=1, progress=False)
     rephrasing = "please sketch the number six"
-    [(near, _)] = pipe.nearest([rephrasing])
-    with caplog.at_level(logging.INFO, logger="diffusion_lit.pipeline"):
-        snapped = pipe([rephrasing, "Draw a one"], **kw)
-    assert f"{rephrasing!r} is drawn as the training prompt {near!r}" in caplog.messages
-    assert torch.equal(snapped, pipe([near, "Draw a one"], **kw))
+    [found] = pipe.read([rephrasing])
+    snapped = pipe([rephrasing, "Draw a one"], **kw)
+    assert snapped.drawn_as == [found.nearest, "Draw a one"]
+    assert snapped.substitutions == [
+        f"{rephrasing!r} is drawn as the training prompt {found.nearest!r}"
+    ]
+    assert torch.equal(snapped.images, pipe([found.nearest, "Draw a one"], **kw).images)
     own = pipe([rephrasing, "Draw a one"], **kw, nearest_prompt=False)
-    assert not torch.equal(own[0], snapped[0]) and torch.equal(own[1], snapped[1])
+    assert own.drawn_as == [rephrasing, "Draw a one"] and not own.substitutions
+    assert not torch.equal(own.images[0], snapped.images[0])
+    assert torch.equal(own.images[1], snapped.images[1])
 
 
 def test_sample_cli_lists_what_the_model_can_draw(trained_run, capsys):

@@ -2,15 +2,39 @@
 cross-attention to the prompt's tokens, self-attention at the bottleneck."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lit import checks
 from diffusion_lit.models.layers import (
     Attention,
-    ResidualBlock,
     SinusoidalTimeEmbedding,
     TextConditioning,
-    check_image_size,
+    check_unet,
+    group_norm,
+    shortcut,
 )
+
+
+class GuidedResBlock(nn.Module):
+    """The enhanced UNet's residual block: x + Conv(SiLU(Conv(GroupNorm(x)) + W·cond)).
+
+    The seed leaves open where the timestep enters; here the projected conditioning (time plus
+    pooled text) is added after the first conv, as in DDPM's ResNet blocks, so every block at
+    every resolution is told the noise level and the prompt. A 1×1 conv matches widths for the skip.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int):
+        super().__init__()
+        self.norm = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.cond_proj = nn.Linear(cond_dim, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = shortcut(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.norm(x)) + self.cond_proj(cond)[:, :, None, None]
+        return self.shortcut(x) + self.conv2(F.silu(h))
 
 
 class DownBlock(nn.Module):
@@ -19,9 +43,9 @@ class DownBlock(nn.Module):
 
     def __init__(self, in_ch, out_ch, cond_dim, text_dim, heads, cross_attention):
         super().__init__()
-        self.res1 = ResidualBlock(in_ch, out_ch, cond_dim)
+        self.res1 = GuidedResBlock(in_ch, out_ch, cond_dim)
         self.attn = Attention(out_ch, heads, text_dim) if cross_attention else None
-        self.res2 = ResidualBlock(out_ch, out_ch, cond_dim)
+        self.res2 = GuidedResBlock(out_ch, out_ch, cond_dim)
         self.down = nn.Conv2d(out_ch, out_ch, 3, stride=2, padding=1)
 
     def forward(self, x, cond, tokens, mask):
@@ -39,9 +63,9 @@ class UpBlock(nn.Module):
     def __init__(self, in_ch, skip_ch, out_ch, cond_dim, text_dim, heads, cross_attention):
         super().__init__()
         self.up = nn.ConvTranspose2d(in_ch, in_ch, 4, stride=2, padding=1)
-        self.res1 = ResidualBlock(in_ch + skip_ch, out_ch, cond_dim)
+        self.res1 = GuidedResBlock(in_ch + skip_ch, out_ch, cond_dim)
         self.attn = Attention(out_ch, heads, text_dim) if cross_attention else None
-        self.res2 = ResidualBlock(out_ch, out_ch, cond_dim)
+        self.res2 = GuidedResBlock(out_ch, out_ch, cond_dim)
 
     def forward(self, x, skip, cond, tokens, mask):
         h = self.res1(torch.cat([self.up(x), skip], dim=1), cond)
@@ -66,7 +90,8 @@ class TextGuidedUNet(nn.Module):
         cross_attention: bool = True,
     ):
         super().__init__()
-        check_image_size(image_size, 4)
+        check_unet(image_size, in_channels, text_dim, base_channels, time_dim)
+        checks.flag("cross_attention", cross_attention)
         c, c2 = base_channels, 2 * base_channels
         self.image_size, self.in_channels, self.text_dim = image_size, in_channels, text_dim
         attn = dict(text_dim=text_dim, heads=attention_heads, cross_attention=cross_attention)
@@ -76,9 +101,9 @@ class TextGuidedUNet(nn.Module):
 
         self.down1 = DownBlock(in_channels, c, time_dim, **attn)
         self.down2 = DownBlock(c, c2, time_dim, **attn)
-        self.mid1 = ResidualBlock(c2, c2, time_dim)
+        self.mid1 = GuidedResBlock(c2, c2, time_dim)
         self.mid_attn = Attention(c2, attention_heads)
-        self.mid2 = ResidualBlock(c2, c2, time_dim)
+        self.mid2 = GuidedResBlock(c2, c2, time_dim)
         self.up1 = UpBlock(c2, c2, c2, time_dim, **attn)
         self.up2 = UpBlock(c2, c, c, time_dim, **attn)
         self.out = nn.Conv2d(c, in_channels, 1)

@@ -1,4 +1,4 @@
-"""Building blocks shared by the UNets: time embeddings, conditioning dropout, residual blocks,
+"""Building blocks shared by the UNets: time embeddings, text conditioning and its dropout,
 attention."""
 
 import math
@@ -7,12 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_lit.errors import UserError
+from diffusion_lit import checks
+from diffusion_lit.errors import BadValue, UserError
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 8 groups that divides ``channels`` (so 1- and 3-channel inputs work)."""
     return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
+def shortcut(in_channels: int, out_channels: int) -> nn.Module:
+    """A residual block's skip path: a 1×1 conv when the width changes, else the identity."""
+    if in_channels == out_channels:
+        return nn.Identity()
+    return nn.Conv2d(in_channels, out_channels, 1)
 
 
 class LearnedTimeEmbedding(nn.Module):
@@ -33,8 +41,8 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        if dim % 2:
-            raise UserError(f"time_dim must be even for sin/cos pairs, got {dim}")
+        if dim % 2:  # sin/cos pairs
+            raise BadValue("time_dim", dim, "an even integer")
         freqs = 10000 ** (-torch.arange(dim // 2, dtype=torch.float64) * 2 / dim)
         self.register_buffer("freqs", freqs.float(), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
@@ -55,9 +63,9 @@ class ConditionalDropout(nn.Module):
 
     def __init__(self, p: float):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise UserError(f"cond_drop_prob must be in [0, 1), got {p}")
-        self.p = p
+        if not (checks.finite(p) and 0 <= p < 1):  # at 1 no prompt would ever be seen
+            raise BadValue("cond_drop_prob", p, "a finite number ≥ 0 and < 1")
+        self.p = float(p)
 
     def forward(self, batch_size: int, device: torch.device) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -94,56 +102,6 @@ class TextConditioning(nn.Module):
         return cond, tokens, mask & keep[:, None]
 
 
-class ResBlock(nn.Module):
-    """The seed's residual block: (GroupNorm → SiLU → Conv) ×2, plus the projected conditioning
-    added after the second conv, plus a 1×1 conv shortcut when the width changes."""
-
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int):
-        super().__init__()
-        self.block1 = nn.Sequential(
-            group_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        )
-        self.block2 = nn.Sequential(
-            group_norm(out_channels), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        )
-        self.cond_proj = nn.Linear(cond_dim, out_channels)
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1)
-            if in_channels != out_channels
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.block2(self.block1(x))
-        h = h + self.cond_proj(cond)[:, :, None, None]  # (B, C_out, 1, 1) broadcast over H, W
-        return h + self.shortcut(x)
-
-
-class ResidualBlock(nn.Module):
-    """The enhanced UNet's residual block: x + Conv(SiLU(Conv(GroupNorm(x)) + W·cond)).
-
-    The seed leaves open where the timestep enters; here the projected conditioning (time plus
-    pooled text) is added after the first conv, as in DDPM's ResNet blocks, so every block at
-    every resolution is told the noise level and the prompt. A 1×1 conv matches widths for the skip.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int):
-        super().__init__()
-        self.norm = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.cond_proj = nn.Linear(cond_dim, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1)
-            if in_channels != out_channels
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.norm(x)) + self.cond_proj(cond)[:, :, None, None]
-        return self.shortcut(x) + self.conv2(F.silu(h))
-
-
 class Attention(nn.Module):
     """Multi-head attention of image positions over a context, softmax(QKᵀ/√d)·V through
     ``scaled_dot_product_attention``, added back to the input (pre-norm residual).
@@ -156,8 +114,9 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4, context_dim: int | None = None):
         super().__init__()
+        checks.integer("attention_heads", heads, 1, channels)
         if channels % heads:
-            raise UserError(f"attention_heads={heads} must divide the width {channels}")
+            raise BadValue("attention_heads", heads, f"a divisor of the width {channels}")
         self.heads, self.cross = heads, context_dim is not None
         self.norm = group_norm(channels)
         self.to_q = nn.Linear(channels, channels)
@@ -190,6 +149,19 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = self.proj(out.transpose(1, 2).flatten(2))  # (B, HW, C)
         return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def check_unet(
+    image_size: int, in_channels: int, text_dim: int, base_channels: int, time_dim: int
+) -> None:
+    """The arguments every UNet takes, checked before anything is built: an image size its two
+    halvings round-trip, and sizes far above any sensible setting refused."""
+    checks.integer("image_size", image_size, 4, 4096)
+    check_image_size(image_size, 4)
+    checks.integer("in_channels", in_channels, 1, 64)
+    checks.integer("text_dim", text_dim, 1, 16384)
+    checks.integer("base_channels", base_channels, 1, 1024)
+    checks.integer("time_dim", time_dim, 2, 4096)
 
 
 def check_image_size(image_size: int, factor: int) -> None:

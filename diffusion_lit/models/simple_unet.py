@@ -3,13 +3,35 @@
 import torch
 from torch import nn
 
+from diffusion_lit import checks
 from diffusion_lit.models.layers import (
     LearnedTimeEmbedding,
-    ResBlock,
     TextConditioning,
-    check_image_size,
+    check_unet,
     group_norm,
+    shortcut,
 )
+
+
+class SimpleResBlock(nn.Module):
+    """The seed's residual block: (GroupNorm → SiLU → Conv) ×2, plus the projected conditioning
+    added after the second conv, plus a 1×1 conv shortcut when the width changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int):
+        super().__init__()
+        self.block1 = nn.Sequential(
+            group_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        )
+        self.block2 = nn.Sequential(
+            group_norm(out_channels), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        )
+        self.cond_proj = nn.Linear(cond_dim, out_channels)
+        self.shortcut = shortcut(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.block2(self.block1(x))
+        h = h + self.cond_proj(cond)[:, :, None, None]  # (B, C_out, 1, 1) broadcast over H, W
+        return h + self.shortcut(x)
 
 
 class SimpleUNet(nn.Module):
@@ -29,18 +51,19 @@ class SimpleUNet(nn.Module):
         cond_drop_prob: float = 0.1,
     ):
         super().__init__()
-        check_image_size(image_size, 4)
+        check_unet(image_size, in_channels, text_dim, base_channels, time_dim)
+        checks.integer("timesteps", timesteps, 2, 100_000)
         c, c2 = base_channels, 2 * base_channels
         self.image_size, self.in_channels, self.text_dim = image_size, in_channels, text_dim
 
         self.time_embed = LearnedTimeEmbedding(timesteps, time_dim)
         self.text_cond = TextConditioning(text_dim, time_dim, cond_drop_prob)
 
-        self.down1 = ResBlock(in_channels, c, time_dim)
-        self.down2 = ResBlock(c, c2, time_dim)
-        self.bottleneck = ResBlock(c2, c2, time_dim)
-        self.up1 = ResBlock(c2 + c2, c, time_dim)
-        self.up2 = ResBlock(c + c, c, time_dim)
+        self.down1 = SimpleResBlock(in_channels, c, time_dim)
+        self.down2 = SimpleResBlock(c, c2, time_dim)
+        self.bottleneck = SimpleResBlock(c2, c2, time_dim)
+        self.up1 = SimpleResBlock(c2 + c2, c, time_dim)
+        self.up2 = SimpleResBlock(c + c, c, time_dim)
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.head = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 1))

@@ -6,6 +6,8 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from diffusion_lit import checks
+
 
 def warmup_cosine(
     optimizer: torch.optim.Optimizer,
@@ -26,7 +28,9 @@ def warmup_cosine(
 
     Hand-written: torch's ``SequentialLR(LinearLR, CosineAnnealingLR)`` needs the step count
     when the config is written, and Lightning only knows it when training starts."""
-
+    checks.integer("warmup_steps", warmup_steps, 0, 10**9)
+    checks.flag("cosine", cosine)
+    checks.real("min_lr_ratio", min_lr_ratio, 0, 1)
     known: list[float] = []
 
     def total() -> float:

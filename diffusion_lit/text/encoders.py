@@ -1,15 +1,15 @@
-"""Frozen pretrained text encoders behind one small interface, and the bank of encoded class
-prompts that a model carries in its checkpoint."""
+"""Frozen pretrained text encoders behind one small interface: prompts in, a
+:class:`~diffusion_lit.text.embedding.TextEmbedding` out."""
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lit import checks
 from diffusion_lit.errors import UserError, first_line
+from diffusion_lit.text.embedding import TextEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -20,43 +20,6 @@ class TextEncoderUnavailable(UserError):
     """The configured text encoder's weights or tokenizer cannot be loaded."""
 
 
-@dataclass
-class TextEmbedding:
-    pooled: torch.Tensor  # (B, D): one vector per prompt
-    tokens: torch.Tensor  # (B, L, D): per-token states, for cross-attention
-    mask: torch.Tensor  # (B, L) bool, True where a real (non-padding) token is
-
-    def null(self) -> "TextEmbedding":
-        """The unconditional prompt of the same shape: zero vector, every token masked."""
-        return TextEmbedding(
-            torch.zeros_like(self.pooled),
-            torch.zeros_like(self.tokens),
-            torch.zeros_like(self.mask),
-        )
-
-    def cat(self, other: "TextEmbedding") -> "TextEmbedding":
-        return TextEmbedding(
-            torch.cat([self.pooled, other.pooled]),
-            torch.cat([self.tokens, other.tokens]),
-            torch.cat([self.mask, other.mask]),
-        )
-
-    def map(self, fn) -> "TextEmbedding":
-        """Applies ``fn`` to each tensor: indexing, ``repeat_interleave``, device moves, ..."""
-        return TextEmbedding(fn(self.pooled), fn(self.tokens), fn(self.mask))
-
-    def __len__(self) -> int:
-        return self.pooled.shape[0]
-
-
-def most_similar(query: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each pooled embedding of ``query`` (Q, D), the cosine similarity of the most similar
-    row of ``bank`` (N, D) and that row's index: how a new prompt finds its training prompt."""
-    query, bank = query.to(bank.device, torch.float32), bank.float()
-    sims = F.normalize(query, dim=-1) @ F.normalize(bank, dim=-1).T
-    return sims.max(dim=1)
-
-
 class TextEncoder(nn.Module):
     """A frozen Hugging Face text model: ``encode(prompts)`` → :class:`TextEmbedding`.
 
@@ -65,6 +28,10 @@ class TextEncoder(nn.Module):
 
     def __init__(self, name_or_path: str | Path, dim: int, max_length: int):
         super().__init__()
+        if not isinstance(name_or_path, Path):
+            checks.path("name_or_path", name_or_path)
+        checks.integer("dim", dim, 1, 16384)
+        checks.integer("max_length", max_length, 1, 4096)
         self.name_or_path, self.max_length = str(name_or_path), max_length
         try:
             self.tokenizer, self.model = self.load(self.name_or_path)
@@ -173,35 +140,3 @@ class CLIPEncoder(TextEncoder):
             "text_encoder.name_or_path at a local copy, or use the bundled offline encoder: "
             "text_encoder=minilm."
         )
-
-
-class PromptBank(nn.Module):
-    """The encoded prompts of every class (C classes × K templates), computed once per run and
-    saved with the model's weights, so a checkpoint can sample its classes without the encoder."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("pooled", torch.empty(0, 0, 0))  # (C, K, D)
-        self.register_buffer("tokens", torch.empty(0, 0, 0, 0))  # (C, K, L, D)
-        self.register_buffer("mask", torch.empty(0, 0, 0, dtype=torch.bool))  # (C, K, L)
-
-    @torch.no_grad()
-    def fill(self, encoder: TextEncoder, class_prompts: list[list[str]]) -> None:
-        num_classes, num_templates = len(class_prompts), len(class_prompts[0])
-        emb = encoder.encode([p for prompts in class_prompts for p in prompts])
-        grouped = emb.map(lambda z: z.reshape(num_classes, num_templates, *z.shape[1:]))
-        self.pooled = grouped.pooled.to(self.pooled)
-        self.tokens = grouped.tokens.to(self.tokens)
-        self.mask = grouped.mask.to(self.mask)
-
-    def lookup(self, classes: torch.Tensor, templates: torch.Tensor) -> TextEmbedding:
-        """The embeddings of the given (class, template) pairs."""
-        bank = TextEmbedding(self.pooled, self.tokens, self.mask)
-        return bank.map(lambda z: z[classes, templates])
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The bank's shape depends on the data it was built from: take it from the checkpoint.
-        for name in self._buffers:
-            if prefix + name in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

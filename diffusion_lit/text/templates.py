@@ -1,4 +1,4 @@
-"""Class names → text prompts."""
+"""Class names → text prompts, through templates such as "Draw a {name}"."""
 
 from string import Formatter
 
@@ -7,14 +7,9 @@ from diffusion_lit.errors import UserError
 PLACEHOLDERS = {"name", "Name"}
 
 
-def class_prompts(
-    class_names: list[str], templates: list[str], synonyms: dict | None = None, where: str = "data"
-) -> list[list[str]]:
-    """Every class's prompts: each template (``{name}``: "Draw a {name}" → "Draw a six";
-    ``{Name}``: capitalised) with the class name and each of its ``synonyms`` ("six": ["6"]).
-    The first prompt of a class is the first template with its name. Classes with fewer names
-    repeat their prompts in order, so every class has as many (the prompt bank is a
-    classes × prompts table). ``where`` names the config keys in errors."""
+def check_templates(templates: list[str], where: str = "data") -> None:
+    """Refuses, in one line, no templates or one that does not name the class with ``{name}``
+    or ``{Name}`` (and nothing else in braces). ``where`` names the config keys in errors."""
     if not templates:
         raise UserError(
             f"{where}.prompt_templates is empty: give at least one, e.g. 'Draw a {{name}}'."
@@ -29,6 +24,20 @@ def class_prompts(
                 f"{where}.prompt_templates: {template!r} must name the class with {{name}} or "
                 "{Name} and nothing else in braces, e.g. 'Draw a {name}'."
             )
+
+
+def class_prompts(
+    class_names: list[str],
+    templates: list[str],
+    synonyms: dict | None = None,
+    where: str = "data",
+) -> list[list[str]]:
+    """Every class's prompts: each template (``{name}``: "Draw a {name}" → "Draw a six";
+    ``{Name}``: capitalised) with the class name and each of its ``synonyms`` ("six": ["6"]).
+    The first prompt of a class is the first template with its name. Classes with fewer names
+    repeat their prompts in order, so every class has as many (the prompt bank is a
+    classes × prompts table). ``where`` names the config keys in errors."""
+    check_templates(templates, where)
     synonyms = dict(synonyms or {})
     unknown = sorted(set(synonyms) - set(class_names))
     if unknown:

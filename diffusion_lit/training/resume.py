@@ -11,12 +11,12 @@ import secrets
 import warnings
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from diffusion_lit.errors import UserError
-from diffusion_lit.run_dir import RunDir
+from diffusion_lit.modelfile.checkpoint import existing
+from diffusion_lit.modelfile.spec import ModelSpec
+from diffusion_lit.runs.layout import RunDir
 
-LAST = "last"
+NEWEST = "last"  # ckpt_path=last: the newest run's checkpoints/last.ckpt
 
 
 def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
@@ -24,7 +24,7 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | Non
     ``output_dir``; anything else must be an existing file."""
     if ckpt_path is None:
         return None
-    if str(ckpt_path) == LAST:
+    if str(ckpt_path) == NEWEST:
         found = sorted(Path(output_dir).glob(f"**/{RunDir.LAST_CHECKPOINT}"), key=_mtime)
         if not found:
             raise UserError(
@@ -32,13 +32,16 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | Non
                 "without ckpt_path first, or give ckpt_path=<path to a .ckpt file>."
             )
         return found[-1]
-    path = Path(ckpt_path)
+    path = existing(ckpt_path, hint=TRAINING_HINT)
     if not path.is_file():
-        raise UserError(
-            f"Checkpoint {path} does not exist: pass ckpt_path=last (the newest run) or the path "
-            "of a .ckpt file, e.g. outputs/runs/<run>/checkpoints/last.ckpt."
-        )
+        raise UserError(f"ckpt_path={str(path)!r} is a folder; pass {TRAINING_HINT}.")
     return path
+
+
+TRAINING_HINT = (
+    "ckpt_path=last (the newest run) or the path of a .ckpt file, e.g. "
+    "outputs/runs/<run>/checkpoints/last.ckpt"
+)
 
 
 def interrupted_checkpoint(run_dir: str | Path) -> Path | None:
@@ -54,8 +57,9 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def _resume_run_dir(ckpt_path: str | None, output_dir: str, new_dir: str) -> str:
-    """Hydra's run dir: the resumed run's own directory, else a new one."""
+def resume_run_dir(ckpt_path: str | None, output_dir: str, new_dir: str) -> str:
+    """``${resume_run_dir:...}``, Hydra's run dir: the resumed run's own directory, else a new
+    one."""
     try:
         checkpoint = find_checkpoint(ckpt_path, output_dir)
     except UserError:
@@ -64,31 +68,28 @@ def _resume_run_dir(ckpt_path: str | None, output_dir: str, new_dir: str) -> str
     return str(run.path) if run else new_dir
 
 
-def _config_subdir(ckpt_path: str | None, now: str) -> str:
-    """Where Hydra saves the composed config: a resumed run keeps its original ``.hydra/``."""
+def config_subdir(ckpt_path: str | None, now: str) -> str:
+    """``${config_subdir:...}``, where Hydra saves the composed config: a resumed run keeps its
+    original ``.hydra/``."""
     return RunDir.CONFIG_DIR if ckpt_path is None else f"{RunDir.CONFIG_DIR}/resume-{now}"
-
-
-OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
-OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
 
 
 # a model spec's part → the config group a user sets it with
 _CONFIG_NAMES = {"net": "model", "schedule": "schedule", "text_encoder": "text_encoder"}
 
 
-def check_same_model(checkpoint: Path, saved: dict, spec: dict) -> None:
+def check_same_model(checkpoint: Path, saved: ModelSpec, spec: ModelSpec) -> None:
     """Fails, naming what differs, when the model spec ``saved`` in ``checkpoint`` describes
     another model than ``spec`` (its weights could not be loaded into it)."""
     differences = [
         difference
         for group, name in _CONFIG_NAMES.items()
-        for difference in _diff(name, saved[group], spec[group])
+        for difference in _diff(name, getattr(saved, group), getattr(spec, group))
     ]
-    if saved["class_prompts"] != spec["class_prompts"]:
+    if saved.class_prompts != spec.class_prompts:
         differences.append(
-            f"data: {len(saved['class_prompts'])} classes/prompts in the checkpoint "
-            f"({saved['class_names'][:3]}…), {len(spec['class_prompts'])} now"
+            f"data: {len(saved.class_prompts)} classes/prompts in the checkpoint "
+            f"({saved.class_names[:3]}…), {len(spec.class_prompts)} now"
         )
     if differences:
         run = RunDir.of_checkpoint(checkpoint)
@@ -112,27 +113,29 @@ def _diff(name: str, old: dict, new: dict):
 
 def continue_csv_log(logger, global_step: int) -> None:
     """Makes a CSVLogger's ``metrics.csv`` continue at ``global_step``: rows logged after the
-    checkpoint by the interrupted process are dropped (the resumed run logs them again)."""
+    checkpoint by the interrupted process are dropped (the resumed run logs them again). The
+    logger's writer deletes an existing file when it starts, so the kept rows are read first
+    and logged again through the logger's own ``log_metrics``."""
     path = Path(logger.log_dir) / "metrics.csv"
     if not path.is_file():
         return
     with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        rows = [row for row in reader if int(row["step"]) < global_step]
-    with warnings.catch_warnings():  # "previous log files ... will be deleted": not so
+        rows = [row for row in csv.DictReader(f) if int(row["step"]) < global_step]
+    with warnings.catch_warnings():  # "previous log files ... will be deleted": they are kept
         warnings.simplefilter("ignore")
-        writer = logger.experiment  # Lightning's writer deletes an existing metrics.csv here
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        out = csv.DictWriter(f, fieldnames=header)
-        out.writeheader()
-        out.writerows(rows)
-    tmp.replace(path)
-    # the writer knows no columns yet: without this it would rewrite the file with only the
-    # first new row's columns. CSVLogger has no public way to continue a file (its writer
-    # always starts afresh), so this sets the writer's own column list.
-    writer.metrics_keys = sorted(header)
+        logger.experiment  # noqa: B018 - starts the writer, which deletes the file
+    for row in rows:
+        values = {k: _number(v) for k, v in row.items() if k != "step" and v != ""}
+        logger.log_metrics(values, step=int(row["step"]))
+    logger.save()
+
+
+def _number(cell: str) -> int | float:
+    """A CSV cell as the number that was logged, so that it is written again as it was."""
+    try:
+        return int(cell)
+    except ValueError:
+        return float(cell)
 
 
 def wandb_run_id(run_dir: str | Path) -> str:

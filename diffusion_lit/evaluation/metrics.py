@@ -1,71 +1,16 @@
-"""Offline sample-quality evaluation: a classifier trained on the real images judges whether
-samples follow their prompt (conditional accuracy), and its quality features (early layers'
-texture statistics next to the last layer's shape features) stand in for Inception's in FID and
-KID (torchmetrics), per-class diversity and precision/recall (Kynkäänniemi et al. 2019), each
-next to the same number for real images against real images."""
+"""Sample quality in the judge's features: FID and KID (torchmetrics), per-class diversity,
+precision/recall (Kynkäänniemi et al. 2019) and conditional accuracy, each next to the same
+number for real images against real images; and the standard Inception FID and CLIPScore
+where their weights are at hand."""
 
-import json
-import logging
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from diffusion_lit.errors import UserError
-from diffusion_lit.models.classifier import FeatureExtractor, ImageClassifier
-
-log = logging.getLogger(__name__)
-
-
-# -- the judge ------------------------------------------------------------------------------
-
-
-def train_classifier(
-    train_set: Dataset,
-    val_set: Dataset,
-    in_channels: int,
-    num_classes: int,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    seed: int = 0,
-) -> tuple[ImageClassifier, float]:
-    """Trains the judge on real training images (a plain loop: a tiny supervised model needs no
-    trainer); returns it with its accuracy on the held-out images."""
-    torch.manual_seed(seed)
-    model = ImageClassifier(in_channels, num_classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, lr, total_steps=epochs * -(-len(train_set) // batch_size)
-    )
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True)
-    for _ in range(epochs):
-        model.train()
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    model.eval().calibrate(stack(train_set)[0])
-    return model, accuracy(model, val_set)
-
-
-@torch.no_grad()
-def predict(model: ImageClassifier, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(chunk).argmax(1) for chunk in images.split(batch_size)])
-
-
-def stack(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (N, C, H, W) and labels (N,) of a dataset of tensors."""
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
-    return torch.stack(images), torch.tensor(labels)
+from diffusion_lit.evaluation.judge import FeatureExtractor, ImageClassifier, predict, stack
 
 
 def real_sets(datamodule, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
@@ -76,37 +21,6 @@ def real_sets(datamodule, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ..
     heldout = stack(datamodule.val_set)
     train_indices = datamodule.train_set.indices[:n]
     return heldout, stack(Subset(datamodule.val_set.dataset, train_indices))
-
-
-def accuracy(model: ImageClassifier, dataset: Dataset) -> float:
-    images, labels = stack(dataset)
-    return (predict(model, images) == labels).float().mean().item()
-
-
-def save_classifier(model: ImageClassifier, path: Path, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), path.with_suffix(".safetensors"))
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-
-
-def has_classifier(path: Path) -> bool:
-    return path.with_suffix(".safetensors").is_file() and path.with_suffix(".json").is_file()
-
-
-def load_classifier(path: Path) -> tuple[ImageClassifier, dict]:
-    weights, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    if not weights.is_file() or not meta_path.is_file():
-        raise UserError(
-            f"No judge classifier at {weights}: train one first with "
-            "`python -m diffusion_lit.evaluate train_classifier=true data=<the training data>`."
-        )
-    meta = json.loads(meta_path.read_text())
-    model = ImageClassifier(meta["channels"], len(meta["classes"]))
-    model.load_state_dict(load_file(weights))
-    return model.eval(), meta
-
-
-# -- the metrics ----------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -216,3 +130,40 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+def to_rgb01(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] images with 1 or 3 channels → RGB in [0, 1], as the standard metrics take them."""
+    return ((x + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
+
+
+def standard_metrics(
+    real: torch.Tensor, fake: torch.Tensor, prompts: list[str], inception_weights, clip_model
+) -> dict:
+    """Inception FID and CLIPScore where their weights are given (a path, a model name or
+    folder); a note for each that is skipped. An optional extra: never fails the evaluation."""
+    result, notes = {}, {}
+    if inception_weights:
+        try:
+            fid = FrechetInceptionDistance(
+                feature_extractor_weights_path=str(inception_weights), normalize=True
+            )
+            fid.update(to_rgb01(real), real=True)
+            fid.update(to_rgb01(fake), real=False)
+            result["fid_inception"] = fid.compute().item()
+        except Exception as err:
+            notes["fid_inception"] = f"skipped: {err}"
+    else:
+        notes["fid_inception"] = "skipped: no Inception weights offline (inception_weights=<path>)"
+    if clip_model:
+        try:
+            from torchmetrics.multimodal.clip_score import CLIPScore
+
+            score = CLIPScore(model_name_or_path=clip_model)
+            images = (to_rgb01(fake) * 255).to(torch.uint8)
+            result["clip_score"] = score(images, prompts).item()
+        except Exception as err:
+            notes["clip_score"] = f"skipped: {err}"
+    else:
+        notes["clip_score"] = "skipped: no CLIP weights offline (clip_model=<name or path>)"
+    return result | ({"notes": notes} if notes else {})

@@ -1,4 +1,5 @@
-"""The LightningModule: the seed's DDPM training step, its metrics, the optimizer, and sampling."""
+"""The LightningModule: the seed's DDPM training step around a :class:`DiffusionModel`, its
+metrics, the optimizer, and what a resumed run needs to carry on exactly."""
 
 from collections.abc import Callable
 
@@ -6,16 +7,16 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MeanSquaredError
 
+from diffusion_lit import checks
+from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError
-from diffusion_lit.precision import sampling_precision
-from diffusion_lit.samplers import StepCallback, run_sampler
-from diffusion_lit.spec import SAMPLING, build_component
-from diffusion_lit.text import PromptBank, TextEmbedding, TextEncoder
+from diffusion_lit.modelfile.spec import ModelSpec
+from diffusion_lit.text import TextEmbedding, TextEncoder
 
 EPOCH_METRICS = ("train_loss", "train_acc")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 class PseudoAccuracy(MeanSquaredError):
@@ -34,24 +35,25 @@ NO_STEP = 2**62  # "no non-finite loss yet", larger than any step
 
 
 class DiffusionModule(L.LightningModule):
-    """A noise-prediction network trained with the DDPM objective, conditioned on class prompts.
+    """Trains a :class:`DiffusionModel` with the DDPM objective, conditioned on its training
+    prompts.
 
-    ``spec`` is the model as plain data (:mod:`diffusion_lit.spec`): the UNet, noise schedule and
-    text encoder kinds with their arguments, and the class prompts. It is the module's only
+    ``spec`` is the model as plain data (:mod:`diffusion_lit.modelfile.spec`), the module's only
     hyperparameter, so a checkpoint's ``hyper_parameters`` rebuild the model without running
-    anything named in the file. ``net`` is the UNet built from the training config (by default,
-    built from the spec); ``optimizer`` (a partial taking ``params``), ``lr_scheduler`` (a
-    partial taking the optimizer and a function giving the number of steps), ``min_snr_gamma``
-    (the loss weighting), ``text_noise`` (see :meth:`class_text`), ``channels_last``,
-    ``compile`` (in ``compile_mode``) and ``seed`` are training options, not part of the model.
-    The encoded prompts are buffers in ``self.prompts``.
+    anything named in the file; ``model`` is built from it (with the UNet the training config
+    built). The model's modules are this module's children under their own names (``net``,
+    ``schedule``, ``prompts``): checkpoints keep the keys they always had. ``optimizer`` (a
+    partial taking ``params``), ``lr_scheduler`` (a partial taking the optimizer and a function
+    giving the number of steps), ``min_snr_gamma`` (the loss weighting), ``text_noise`` (see
+    :meth:`class_text`), ``channels_last``, ``compile`` (in ``compile_mode``) and ``seed`` are
+    training options, not part of the model.
     """
 
     def __init__(
         self,
-        spec: dict,
-        net: nn.Module | None = None,
-        optimizer: Callable | None = None,
+        spec: ModelSpec,
+        model: DiffusionModel,
+        optimizer: Callable,
         lr_scheduler: Callable | None = None,
         min_snr_gamma: float | None = None,
         text_noise: float = 0.0,
@@ -61,36 +63,29 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters(spec)
-        self.net = net if net is not None else build_component(spec, "net")
-        # NHWC layout: on GPUs with tensor cores, convolutions can skip layout transposes
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.net.to(memory_format=self.memory_format)
-        if compile:
+        checks.real("min_snr_gamma", min_snr_gamma, 0, None, above=True, optional=True)
+        checks.real("text_noise", text_noise, 0, None)
+        checks.one_of("compile_mode", compile_mode, COMPILE_MODES)
+        self.seed = checks.integer("seed", seed, 0, checks.MAX_SEED)
+        self.spec = spec
+        self.save_hyperparameters(spec.to_dict())
+        self.model = model
+        self.net, self.schedule, self.prompts = model.net, model.schedule, model.prompts
+        if checks.flag("channels_last", channels_last):
+            model.memory_format = torch.channels_last
+            self.net.to(memory_format=torch.channels_last)
+        if checks.flag("compile", compile):
             # in place: parameter names, and so checkpoints, stay the same
             self.net.compile(mode=compile_mode)
-        self.schedule = build_component(spec, "schedule")
-        self.optimizer, self.lr_scheduler, self.seed = optimizer, lr_scheduler, seed
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.min_snr_gamma, self.text_noise = min_snr_gamma, text_noise
-        self.prompts = PromptBank()
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
         self.first_nonfinite_step: torch.Tensor | None = None
 
-    @property
-    def sampling(self) -> dict:
-        """How this model samples unless told otherwise: its spec's ``sampling`` (the training
-        config's, or what an export recorded), the project's defaults for what it leaves out."""
-        return SAMPLING | dict(self.hparams.get("sampling") or {})
-
-    def sampling_options(self, options: dict) -> dict:
-        """``options`` (sampling keyword arguments) with each of :attr:`sampling`'s keys that it
-        leaves None, or out, set to the model's own."""
-        return options | {k: v for k, v in self.sampling.items() if options.get(k) is None}
-
     def encode_prompts(self, encoder: TextEncoder) -> None:
-        """Encode every class prompt once; the result is saved with the weights."""
-        self.prompts.fill(encoder, self.hparams.class_prompts)
+        """Encode every training prompt once; the result is saved with the weights."""
+        self.prompts.fill(encoder)
 
     def class_text(
         self, labels: torch.Tensor, generator: torch.Generator | None = None
@@ -113,12 +108,6 @@ class DiffusionModule(L.LightningModule):
 
         return TextEmbedding(jitter(text.pooled), jitter(text.tokens), text.mask)
 
-    def predict(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding):
-        """The network's output: ε̂, v̂ or x̂_0 (``schedule.prediction``)."""
-        x_t = x_t.contiguous(memory_format=self.memory_format)
-        # the rest of the step (metrics, samplers) works in the default layout
-        return self.net(x_t, t, text.pooled, text.tokens, text.mask).contiguous()
-
     def model_step(self, batch, loss_metric, acc_metric, generator=None) -> torch.Tensor:
         """The seed's training step: corrupt x_0 at a random t, predict ε (or v or x_0), MSE
         against the truth, weighted by min-SNR-γ when set. Updates the stage's loss (unweighted)
@@ -131,7 +120,7 @@ class DiffusionModule(L.LightningModule):
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t)
-        out = self.predict(x_t, t, self.class_text(labels, generator)).float()
+        out = self.model.predict(x_t, t, self.class_text(labels, generator)).float()
         per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(1)
         loss = (
             (per_sample * self.loss_weights(t)).mean() if self.min_snr_gamma else per_sample.mean()
@@ -230,8 +219,6 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        if self.optimizer is None:
-            raise RuntimeError("This module was loaded for sampling: it has no optimizer.")
         optimizer = self.optimizer(params=self.net.parameters())
         if self.lr_scheduler is None:
             return optimizer
@@ -241,84 +228,3 @@ class DiffusionModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-    # -- sampling ---------------------------------------------------------------------------
-
-    def guided_noise(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        text: TextEmbedding,
-        guidance_scale: float,
-        interval: tuple[float, float] = (0.0, 1.0),
-    ) -> torch.Tensor:
-        """Classifier-free guidance: ε = ε_uncond + w · (ε_cond − ε_uncond), with the conditional
-        and unconditional (null-prompt) passes batched together, where the denoising is within
-        ``interval`` = (start, stop) of the way from noise (t = T − 1 is 0) to image (t = 0 is
-        1); outside it the conditional prediction alone, in one pass (guidance in a limited
-        interval, Kynkäänniemi et al. 2024; the start and stop of diffusers' guiders)."""
-        if tuple(interval) != (0.0, 1.0):  # reads t on the host: no sync for the default
-            done = 1 - t[0].item() / (self.schedule.timesteps - 1)
-            if not interval[0] <= done <= interval[1]:
-                return self.schedule.predict_noise(x, t, self.predict(x, t, text).float())
-        both = text.cat(text.null())
-        out = self.predict(torch.cat([x, x]), torch.cat([t, t]), both)
-        cond, uncond = out.float().chunk(2)  # the guidance and the sampler's update in fp32
-        # ε, v and x_0 are affine in each other for a given x_t: guiding any of them is the same
-        return self.schedule.predict_noise(x, t, uncond + guidance_scale * (cond - uncond))
-
-    @torch.no_grad()
-    def generate(
-        self,
-        text: TextEmbedding,
-        guidance_scale: float | None = None,
-        sampler: str = "ddpm",
-        steps: int | None = None,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        progress: bool = True,
-        timestep_spacing: str = "linspace",
-        callback: StepCallback | None = None,
-        precision: str = "auto",
-        guidance_interval: tuple[float, float] | None = None,
-    ) -> torch.Tensor:
-        """One image per prompt in ``text``; returns (N, C, H, W) in [-1, 1]. The starting noise
-        comes from ``generator`` on the CPU, so a seed gives the same images on any device.
-        ``callback``: see :func:`~diffusion_lit.samplers.run_sampler`. ``precision``
-        ``bf16-mixed`` runs the network under bfloat16 autocast (the sampler's arithmetic stays
-        in fp32), as bf16-mixed training does; ``32`` in fp32; ``auto`` the first where the device
-        computes bf16 natively (:func:`~diffusion_lit.precision.sampling_precision`).
-        ``guidance_interval``: see :meth:`guided_noise`. Guidance left None is the model's own
-        (:attr:`sampling`)."""
-        guidance = self.sampling_options(
-            {"guidance_scale": guidance_scale, "guidance_interval": guidance_interval}
-        )
-        scale, interval = guidance["guidance_scale"], tuple(guidance["guidance_interval"])
-        was_training = self.net.training
-        self.net.eval()
-        shape = (len(text), self.net.in_channels, self.net.image_size, self.net.image_size)
-        x = torch.randn(shape, generator=generator).to(
-            self.device, memory_format=self.memory_format
-        )
-        text = text.map(lambda z: z.to(self.device))
-        bf16 = sampling_precision(precision, self.device.type) == "bf16-mixed"
-
-        def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                return self.guided_noise(x_t, t, text, scale, interval)
-
-        try:
-            return run_sampler(
-                sampler,
-                noise,
-                self.schedule,
-                x,
-                steps,
-                generator,
-                eta,
-                progress,
-                spacing=timestep_spacing,
-                callback=callback,
-            )
-        finally:
-            self.net.train(was_training)

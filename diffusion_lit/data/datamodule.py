@@ -12,11 +12,9 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler, Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import transforms as T
 
-from diffusion_lit.data import class_prompts
-from diffusion_lit.errors import UserError
-
-# torchdata calls an API torch deprecated; the warning is not about anything users do
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+from diffusion_lit import checks
+from diffusion_lit.errors import BadValue, UserError
+from diffusion_lit.text.templates import check_templates, class_prompts
 
 
 def _convert(image, mode: str):
@@ -24,9 +22,8 @@ def _convert(image, mode: str):
 
 
 def image_transform(image_size: int, channels: int, hflip: bool) -> T.Compose:
-    """PIL image → tensor in [-1, 1] of shape (channels, image_size, image_size)."""
-    if channels not in (1, 3):
-        raise UserError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+    """PIL image → tensor in [-1, 1] of shape (channels, image_size, image_size); ``channels``
+    1 (grayscale) or 3 (RGB)."""
     steps = [
         T.Lambda(partial(_convert, mode="L" if channels == 1 else "RGB")),
         T.Resize(image_size, antialias=True),
@@ -65,15 +62,28 @@ class ImageDataModule(L.LightningDataModule):
         **dataset_kwargs,
     ):
         super().__init__()
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
+        checks.integer("image_size", image_size, 4, 4096)
+        if checks.integer("channels", channels, 1, 3) == 2:
+            raise BadValue("channels", channels, "1 (grayscale) or 3 (RGB)")
+        checks.integer("batch_size", batch_size, 1, 1_000_000)
+        checks.integer("num_workers", num_workers, 0, 256)
+        if not (checks.finite(val_fraction) and 0 < val_fraction < 1):
+            raise BadValue("val_fraction", val_fraction, "a finite number > 0 and < 1")
+        checks.integer("split_seed", split_seed, 0, checks.MAX_SEED)
+        for key, value in [("pin_memory", pin_memory), ("persistent_workers", persistent_workers),
+                           ("hflip", hflip)]:  # fmt: skip
+            checks.flag(key, value)
+        # one template given as a string is a one-item list, not a list of its characters
+        self.prompt_templates = checks.texts("prompt_templates", prompt_templates)
+        check_templates(self.prompt_templates)
+        self.class_synonyms = checks.names_by_name("class_synonyms", class_synonyms)
+        # the dataset's own arguments, checked here, where the config names them data.*
+        if "root" in dataset_kwargs:
+            checks.path("root", dataset_kwargs["root"])
+        if "download" in dataset_kwargs:
+            checks.flag("download", dataset_kwargs["download"])
         self.dataset = partial(dataset, **dataset_kwargs)
         self.image_size, self.channels, self.hflip = image_size, channels, hflip
-        # one template given as a string is a one-item list, not a list of its characters
-        self.prompt_templates = (
-            [prompt_templates] if isinstance(prompt_templates, str) else list(prompt_templates)
-        )
-        self.class_synonyms = dict(class_synonyms or {})
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
@@ -118,15 +128,17 @@ class ImageDataModule(L.LightningDataModule):
         return self.batch_size // world
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> StatefulDataLoader:
-        return StatefulDataLoader(
-            dataset,
-            batch_size=self._per_device_batch(),
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            drop_last=False,
-        )
+        with warnings.catch_warnings():  # torchdata calls an API torch deprecated, not the user
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            return StatefulDataLoader(
+                dataset,
+                batch_size=self._per_device_batch(),
+                sampler=sampler,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.persistent_workers and self.num_workers > 0,
+                drop_last=False,
+            )
 
     def train_dataloader(self) -> StatefulDataLoader:
         # A shuffle that depends only on (seed, epoch), so a resumed run sees the batches an

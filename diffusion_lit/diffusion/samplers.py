@@ -6,8 +6,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.errors import UserError
-from diffusion_lit.schedule import NoiseSchedule
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)

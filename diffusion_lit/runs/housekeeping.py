@@ -1,29 +1,18 @@
-"""Run housekeeping: list, compare and prune training runs.
+"""Run housekeeping: the tables of ``runs list`` and ``runs compare``, and the plan of ``runs
+prune`` (which checkpoints to keep, by the score their ModelCheckpoint saved them with)."""
 
-    python -m diffusion_lit.runs list [DIR ...] [--json]        # a row per run under DIR (outputs/)
-    python -m diffusion_lit.runs compare RUN RUN [RUN ...]      # the config keys that differ
-    python -m diffusion_lit.runs prune RUN ... --keep N [--yes]  # all but the N best checkpoints
-
-A run is a training run directory (``outputs/runs/<date_time>/``, a sweep's
-``outputs/multirun/<date_time>/<n>/``): ``.hydra/config.yaml``, ``accuracy_log.txt``,
-``logs/metrics.csv``, ``checkpoints/`` and the evaluations in ``checkpoints/eval-*/eval.json``.
-A folder of runs (``outputs/``) stands for every run in it. What a missing or unreadable file
-would have told shows as ``?``."""
-
-import argparse
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lit.errors import UserError, report_user_errors
-from diffusion_lit.run_dir import Run, RunDir, find_runs, read_config, summarize, to_float
+from diffusion_lit.errors import UserError
+from diffusion_lit.runs.layout import RunDir
+from diffusion_lit.runs.summary import Run, read_config, summarize, to_float
 
-# Lightning names a second "last" in the same folder last-v1.ckpt: it is as much the last one
-LAST = re.compile(r"last(-v\d+)?\.ckpt")
 UNCOMPARED = ("paths", "hydra")  # differ in every run, or not part of the experiment
 
 
@@ -123,6 +112,8 @@ def compare_table(run_dirs: list[Path]) -> str:
 
 
 def scored_checkpoint(path: Path) -> Checkpoint:
+    """The score a checkpoint's ModelCheckpoint state holds, read as data (tensors and plain
+    containers only); the model in it is not read."""
     try:  # mmap: only the few small entries read here come off the disk
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # truncated, foreign or still being written: never deleted
@@ -166,9 +157,9 @@ def prune_plan(run_dir: Path, keep: int) -> tuple[list[Checkpoint], list[Checkpo
     """(kept, deleted): the ``keep`` best-scored checkpoints are kept, and last.ckpt (with what
     it links to, for save_last="link") and unreadable files whatever their score."""
     files = sorted(RunDir(run_dir).checkpoints.glob("*.ckpt"))
-    pinned = {p.resolve() for p in files if LAST.fullmatch(p.name)}
+    pinned = {p.resolve() for p in files if RunDir.is_last(p)}
     kept = [
-        Checkpoint(p, note="last" if LAST.fullmatch(p.name) else "what last.ckpt links to")
+        Checkpoint(p, note="last" if RunDir.is_last(p) else "what last.ckpt links to")
         for p in files
         if p.resolve() in pinned
     ]
@@ -188,103 +179,3 @@ def describe(ckpt: Checkpoint) -> str:
 
 def megabytes(paths: list[Path]) -> str:
     return f"{sum(p.lstat().st_size for p in paths) / 2**20:.1f} MB"
-
-
-# commands
-
-
-def list_runs(args: argparse.Namespace) -> None:
-    runs = [summarize(d) for d in find_runs(args.dirs)]
-    print(json.dumps([asdict(r) for r in runs], indent=2) if args.json else list_table(runs))
-
-
-def compare_runs(args: argparse.Namespace) -> None:
-    run_dirs = find_runs(args.runs)
-    if len(run_dirs) < 2:
-        raise UserError(
-            f"compare needs two or more runs, and {', '.join(args.runs)} holds "
-            f"{len(run_dirs)}: pass more run directories."
-        )
-    print(compare_table(run_dirs))
-
-
-def prune_runs(args: argparse.Namespace) -> None:
-    if args.keep < 0:
-        raise UserError(
-            f"--keep must be 0 or more, not {args.keep}: it is how many checkpoints besides "
-            "last.ckpt to keep."
-        )
-    # every plan is made before anything is deleted, so a run that cannot be ranked stops all
-    plans = [(d, *prune_plan(d, args.keep)) for d in find_runs(args.runs)]
-    doomed = []
-    for run_dir, kept, deleted in plans:
-        print(f"{run_dir}: keep {len(kept)}, delete {len(deleted)}")
-        rows = [["keep", c.path.name, describe(c)] for c in kept]
-        rows += [["delete", c.path.name, describe(c)] for c in deleted]
-        if rows:
-            print(format_table(["", "checkpoint", "saved with"], rows))
-        doomed += [c.path for c in deleted]
-    if not doomed:
-        print("Nothing to delete.")
-    elif not args.yes:
-        print(
-            f"Dry run: would delete {len(doomed)} checkpoints ({megabytes(doomed)}); "
-            "pass --yes to delete them."
-        )
-    else:
-        size = megabytes(doomed)
-        for path in doomed:
-            path.unlink()
-        print(f"Deleted {len(doomed)} checkpoints ({size}).")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse's mistakes (an unknown command, ``--keep x``) as the other CLIs report them."""
-
-    def error(self, message: str):
-        raise UserError(f"{message}; see python -m diffusion_lit.runs --help.")
-
-
-def parser() -> argparse.ArgumentParser:
-    cli = Parser(
-        prog="python -m diffusion_lit.runs", description="List, compare and prune training runs."
-    )
-    commands = cli.add_subparsers(required=True, metavar="COMMAND")
-
-    ls = commands.add_parser("list", help="a row per run: model, data, metrics, checkpoints")
-    ls.add_argument(
-        "dirs",
-        nargs="*",
-        default=["outputs"],
-        metavar="DIR",
-        help="run directories or folders of runs (default: outputs)",
-    )
-    ls.add_argument("--json", action="store_true", help="the rows as JSON, for scripts")
-    ls.set_defaults(command=list_runs)
-
-    compare = commands.add_parser("compare", help="the config keys that differ, and the metrics")
-    compare.add_argument("runs", nargs="+", metavar="RUN", help="two or more runs")
-    compare.set_defaults(command=compare_runs)
-
-    prune = commands.add_parser("prune", help="delete all but the N best checkpoints of runs")
-    prune.add_argument("runs", nargs="+", metavar="RUN", help="runs or folders of runs")
-    prune.add_argument(
-        "--keep",
-        type=int,
-        required=True,
-        metavar="N",
-        help="checkpoints to keep besides last.ckpt, the best by their score",
-    )
-    prune.add_argument("--yes", action="store_true", help="delete (without it: a dry run)")
-    prune.set_defaults(command=prune_runs)
-    return cli
-
-
-@report_user_errors
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    args.command(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from diffusion_lit import checks
 from diffusion_lit.errors import UserError
 
 
@@ -38,6 +39,7 @@ def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod
 
 
+KINDS = ("linear", "cosine")
 PREDICTIONS = ("eps", "v", "x0")
 
 
@@ -62,24 +64,24 @@ class NoiseSchedule(nn.Module):
         zero_terminal_snr: bool = False,
     ):
         super().__init__()
-        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 2:
-            raise UserError(
-                f"schedule.timesteps must be an integer of at least 2, got {timesteps!r}."
-            )
-        if kind == "linear":
-            betas = linear_beta_schedule(timesteps, beta_start, beta_end)
-        elif kind == "cosine":
-            betas = cosine_beta_schedule(timesteps, cosine_s)
-        else:
-            raise UserError(f"Unknown schedule.kind={kind!r}; choose 'linear' or 'cosine'.")
-        if prediction not in PREDICTIONS:
-            choices = ", ".join(PREDICTIONS)
-            raise UserError(f"Unknown schedule.prediction={prediction!r}; choose one of {choices}.")
-        if zero_terminal_snr and prediction != "v":
+        checks.integer("timesteps", timesteps, 2, 100_000)
+        checks.one_of("kind", kind, KINDS)
+        for key, value in {
+            "beta_start": beta_start,
+            "beta_end": beta_end,
+            "cosine_s": cosine_s,
+        }.items():
+            checks.real(key, value, 0, 1, above=True)
+        checks.one_of("prediction", prediction, PREDICTIONS)
+        if checks.flag("zero_terminal_snr", zero_terminal_snr) and prediction != "v":
             raise UserError(
                 "schedule.zero_terminal_snr=true needs schedule.prediction=v: at ᾱ_T = 0 the "
                 "noise says nothing about the image, so ε-prediction cannot be turned into x_0."
             )
+        if kind == "linear":
+            betas = linear_beta_schedule(timesteps, beta_start, beta_end)
+        else:
+            betas = cosine_beta_schedule(timesteps, cosine_s)
         self.timesteps, self.kind, self.prediction = timesteps, kind, prediction
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         if zero_terminal_snr:

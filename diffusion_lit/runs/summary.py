@@ -1,7 +1,6 @@
-"""A training run directory: :class:`RunDir`, the one place that knows where a run keeps its
-files (the training configs name them through the ``${run_file:...}`` resolver); reading its
-config, accuracy log, metrics, evaluations and checkpoints; finding the runs under a folder.
-Missing or unreadable files read as None or empty, so one damaged run never hides the others."""
+"""What a run's files say: its config, accuracy log, metrics, evaluations and checkpoints, read
+into one row per run (:class:`Run`), and the runs under a folder. Missing or unreadable files
+read as None or empty, so one damaged run never hides the others."""
 
 import csv
 import json
@@ -15,71 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.errors import UserError
-
-
-class RunDir:
-    """Where a run keeps its files::
-
-    <run>/.hydra/config.yaml              the composed config (overrides.yaml beside it)
-    <run>/checkpoints/last.ckpt           the newest state; best-epochNNN.ckpt the best
-    <run>/checkpoints/eval-<ckpt>-<settings>/   evaluations of a checkpoint
-    <run>/accuracy_log.txt                the seed's per-epoch pseudo-accuracy
-    <run>/logs/metrics.csv                the CSV logger's metrics
-    <run>/samples/epoch_NNN.png, final.png   sample grids
-    <run>/curves.png                      training curves
-    <run>/wandb_id.txt                    the wandb run id, kept for resuming
-    <run>/hpc_ckpt_N.ckpt                 Lightning's, when SLURM signals a job before its end
-    """
-
-    CONFIG_DIR = ".hydra"
-    LAST_CHECKPOINT = "checkpoints/last.ckpt"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    config = property(lambda self: self.path / self.CONFIG_DIR / "config.yaml")
-    overrides = property(lambda self: self.path / self.CONFIG_DIR / "overrides.yaml")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    last_checkpoint = property(lambda self: self.path / self.LAST_CHECKPOINT)
-    accuracy_log = property(lambda self: self.path / "accuracy_log.txt")
-    logs = property(lambda self: self.path / "logs")
-    metrics = property(lambda self: self.logs / "metrics.csv")
-    samples = property(lambda self: self.path / "samples")
-    final_grid = property(lambda self: self.samples / "final.png")
-    curves = property(lambda self: self.path / "curves.png")
-    wandb_id = property(lambda self: self.path / "wandb_id.txt")
-    # Lightning's name in its default_root_dir (the run dir), hpc_save_path
-    hpc_checkpoints = property(lambda self: sorted(self.path.glob("hpc_ckpt_*.ckpt")))
-
-    @staticmethod
-    def evaluation_dir(checkpoint: Path, settings: str) -> Path:
-        """Where an evaluation of ``checkpoint`` with ``settings`` goes: next to it."""
-        return checkpoint.parent / f"eval-{checkpoint.stem}-{settings}"
-
-    @classmethod
-    def evaluation_dirs(cls, checkpoint: Path) -> list[Path]:
-        """The evaluations of ``checkpoint`` (``*.ckpt``: of every checkpoint in its folder)."""
-        pattern = cls.evaluation_dir(checkpoint, "*")
-        return sorted(pattern.parent.glob(pattern.name))
-
-    def evaluations(self, checkpoint: str = "*") -> list[Path]:
-        """The evaluation folders of this run's checkpoint (by file stem; of any by default)."""
-        return self.evaluation_dirs(self.checkpoints / f"{checkpoint}.ckpt")
-
-    @classmethod
-    def of_checkpoint(cls, checkpoint: Path) -> "RunDir | None":
-        """The run a checkpoint was written in (``<run>/checkpoints/x.ckpt``), if any."""
-        inside = checkpoint.parent.name == Path(cls.LAST_CHECKPOINT).parent.name
-        return cls(checkpoint.parent.parent) if inside else None
-
-
-def _run_file(name: str, *, _root_) -> str:
-    """``${run_file:checkpoints}`` in a training config: that file or folder of this run."""
-    return str(getattr(RunDir(_root_.paths.run_dir), name))
-
-
-OmegaConf.register_new_resolver("run_file", _run_file, replace=True)
-
+from diffusion_lit.runs.layout import RunDir
 
 ACCURACY_LINE = re.compile(r"Epoch#(\d+)\s*:\s*Accuracy\s*≈\s*(\S+)")
 RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")  # hydra's run and sweep dir names

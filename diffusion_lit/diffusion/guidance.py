@@ -1,0 +1,68 @@
+"""Classifier-free guidance (Ho & Salimans 2022) in an interval of the denoising (Kynkäänniemi
+et al. 2024), and the guidance a model samples with unless told otherwise."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from diffusion_lit import checks
+from diffusion_lit.diffusion.schedule import NoiseSchedule
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """ε = ε_uncond + w · (ε_cond − ε_uncond) with w = ``scale`` (0: unconditional, 1: plain
+    conditional), applied only within ``interval`` = (start, stop) of the way from noise (0) to
+    image (1), the conditional prediction alone elsewhere (the start and stop of diffusers'
+    guiders). A model records its own (a guidance sweep chooses it); these defaults are for a
+    model that records none."""
+
+    scale: float = 1.5
+    interval: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", checks.real("guidance_scale", self.scale, 0, 100))
+        object.__setattr__(self, "interval", checks.interval("guidance_interval", self.interval))
+
+    def over(self, scale: float | None = None, interval=None) -> "Guidance":
+        """This guidance with the values given in place of its own (None: its own)."""
+        return Guidance(
+            self.scale if scale is None else scale, self.interval if interval is None else interval
+        )
+
+    def to_dict(self) -> dict:
+        """As a model file and eval.json record it."""
+        return {"guidance_scale": self.scale, "guidance_interval": list(self.interval)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Guidance":
+        """From what :meth:`to_dict` wrote (an eval.json written before intervals: the whole
+        way)."""
+        return cls().over(record.get("guidance_scale"), record.get("guidance_interval"))
+
+    def __str__(self) -> str:
+        """'guidance 3 on [0.4, 1]'; the interval only when it is not the whole way."""
+        start, stop = self.interval
+        interval = "" if (start, stop) == (0, 1) else f" on [{start:g}, {stop:g}]"
+        return f"guidance {self.scale:g}{interval}"
+
+    def noise(
+        self,
+        predict: Callable,
+        schedule: NoiseSchedule,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text,
+    ) -> torch.Tensor:
+        """The guided ε̂ at (x_t, t) for the prompts ``text`` (a TextEmbedding), from the
+        network's output ``predict(x, t, text)``: the conditional and unconditional (null-prompt)
+        passes batched together, in fp32 from there on."""
+        if self.interval != (0.0, 1.0):  # reads t on the host: no sync for the default
+            done = 1 - t[0].item() / (schedule.timesteps - 1)  # t = T − 1 is 0, t = 0 is 1
+            if not self.interval[0] <= done <= self.interval[1]:
+                return schedule.predict_noise(x, t, predict(x, t, text).float())
+        out = predict(torch.cat([x, x]), torch.cat([t, t]), text.cat(text.null()))
+        cond, uncond = out.float().chunk(2)
+        # ε, v and x_0 are affine in each other for a given x_t: guiding any of them is the same
+        return schedule.predict_noise(x, t, uncond + self.scale * (cond - uncond))

@@ -1,0 +1,117 @@
+"""A trained text-conditioned diffusion model, ready to sample."""
+
+import torch
+from torch import nn
+
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.diffusion.precision import for_sampling
+from diffusion_lit.diffusion.samplers import StepCallback, run_sampler
+from diffusion_lit.diffusion.schedule import NoiseSchedule
+from diffusion_lit.text.embedding import TextEmbedding
+from diffusion_lit.text.prompt_bank import PromptBank
+
+
+class DiffusionModel:
+    """The noise-prediction network, its noise schedule, the training prompts it carries encoded,
+    and the guidance it samples with unless told otherwise. It holds modules, as a diffusers
+    pipeline does: training wraps it (the LightningModule registers the same modules, so a
+    device move, the EMA copy or a checkpoint covers them), and everything that samples — the
+    Python API, the training's sample grids, model cards, the evaluation — samples through it."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: NoiseSchedule,
+        prompts: PromptBank,
+        guidance: Guidance | None = None,
+    ):
+        self.net, self.schedule, self.prompts = net, schedule, prompts
+        self.guidance = guidance or Guidance()
+        # NHWC: on GPUs with tensor cores, convolutions can skip layout transposes
+        self.memory_format = torch.contiguous_format
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompts.pooled.device
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it draws."""
+        return self.net.in_channels, self.net.image_size, self.net.image_size
+
+    def to(self, device: str | torch.device) -> "DiffusionModel":
+        for module in (self.net, self.schedule, self.prompts):
+            module.to(device)
+        return self
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """The network's output at (x_t, t) for the prompts ``text``: ε̂, v̂ or x̂_0
+        (``schedule.prediction``)."""
+        x_t = x_t.contiguous(memory_format=self.memory_format)
+        # the rest of the step (metrics, samplers) works in the default layout
+        return self.net(x_t, t, text.pooled, text.tokens, text.mask).contiguous()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        text: TextEmbedding,
+        options: SamplingOptions | None = None,
+        progress: bool = True,
+        callback: StepCallback | None = None,
+    ) -> tuple[torch.Tensor, Guidance]:
+        """One image per prompt of ``text``, (N, C, H, W) in [0, 1], and the guidance it drew
+        with (``options``' where given, else the model's own). Denoises ``batch_size`` images
+        at a time; the starting noise comes from a CPU generator seeded with ``seed``, so a
+        seed gives the same images on any device. ``callback(done, total)`` runs after every
+        denoising step (steps counted over all batches); raising in it stops the sampling."""
+        options = options or SamplingOptions()
+        guidance = options.guidance(self.guidance)
+        bf16 = for_sampling(options.precision, self.device.type) == "bf16-mixed"
+        generator = torch.Generator().manual_seed(options.seed)
+        size = options.batch_size
+        chunks = [text.map(lambda z, i=i: z[i : i + size]) for i in range(0, len(text), size)]
+
+        def counted(k: int) -> StepCallback | None:  # batch k's steps, counted over all batches
+            if callback is None:
+                return None
+            return lambda done, total: callback(k * total + done, len(chunks) * total)
+
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            images = [
+                self._denoise(chunk, guidance, options, generator, bf16, progress, counted(k))
+                for k, chunk in enumerate(chunks)
+            ]
+        finally:
+            self.net.train(was_training)
+        return ((torch.cat(images).float().cpu() + 1) / 2).clamp(0, 1), guidance
+
+    def _denoise(self, text, guidance, options, generator, bf16, progress, callback):
+        """One batch, from the starting noise to images in [−1, 1]."""
+        x = torch.randn((len(text), *self.image_shape), generator=generator)
+        x = x.to(self.device, memory_format=self.memory_format)
+        text = text.map(lambda z: z.to(self.device))
+
+        def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # bf16-mixed: the network's passes in bfloat16 autocast, the sampler's sums in fp32
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+                return guidance.noise(self.predict, self.schedule, x_t, t, text)
+
+        return run_sampler(
+            options.sampler, noise, self.schedule, x, options.steps, generator, options.eta,
+            progress, spacing=options.timestep_spacing, callback=callback,
+        )  # fmt: skip
+
+    def sample_classes(
+        self, num_per_class: int, options: SamplingOptions | None = None
+    ) -> torch.Tensor:
+        """Each class's first prompt drawn ``num_per_class`` times, (C, N, C, H, W) in [0, 1]:
+        the pictures of training runs and model cards. At most T steps."""
+        options = options or SamplingOptions()
+        steps = options.steps and min(options.steps, self.schedule.timesteps)
+        text = self.prompts.stored(self.prompts.default_prompts)
+        text = text.map(lambda z: z.repeat_interleave(num_per_class, dim=0))
+        images, _ = self.generate(text, options.replace(steps=steps), progress=False)
+        return images.view(len(self.prompts.class_prompts), num_per_class, *images.shape[1:])

@@ -1,0 +1,82 @@
+"""The sampling options: one owner for what the sample and evaluate CLIs, the web page, the
+training's sample grids and the Python API share, and for their defaults."""
+
+import dataclasses
+from dataclasses import dataclass
+
+from diffusion_lit import checks
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.diffusion.precision import SAMPLING_PRECISIONS
+from diffusion_lit.diffusion.samplers import SAMPLERS, SPACINGS
+from diffusion_lit.errors import BadValue
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How images are drawn. Hydra's config group ``sampling`` is these fields with these
+    defaults (the commands put it at their top level: ``sampler=ddim steps=50``). The defaults
+    are what bench/sampling.py measured best on this project's models (bench/RESULTS.md):
+    DDPM at 100 steps draws as well as 1000 at a tenth of the time. Each value is checked here,
+    so a bad one is refused before any work, by whichever way it came in."""
+
+    sampler: str = "ddpm"  # ddpm | ddim | dpmpp_2m
+    steps: int | None = 100  # timesteps visited (of T, checked once T is known); None: all T
+    timestep_spacing: str = "linspace"  # linspace | leading | trailing (trailing for 1–4 steps)
+    eta: float = 0.0  # ddim only: 0 deterministic, 1 is ddpm's noise
+    # None: the model's own (what its training config or export chose; see Guidance)
+    guidance_scale: float | None = None  # 0: unconditional, 1: conditional, > 1: guided
+    guidance_interval: tuple[float, float] | None = None  # [start, stop], noise (0) to image (1)
+    # auto: the network's passes in bfloat16 autocast where the device computes bf16 natively
+    # (the sampler's arithmetic stays fp32), else 32-bit; or 32 | bf16-mixed
+    precision: str = "auto"
+    # a prompt never trained on is drawn as its nearest training prompt; false: from its own
+    # text embedding (measured on held-out phrasings in bench/RESULTS.md)
+    nearest_prompt: bool = True
+    seed: int = 0  # the same seed, options and batch_size give the same images
+    batch_size: int = 256  # images denoised at once
+
+    def __post_init__(self):
+        checked = {
+            "sampler": checks.one_of("sampler", self.sampler, list(SAMPLERS)),
+            "steps": checks.integer("steps", self.steps, 1, 100_000, optional=True),
+            "timestep_spacing": checks.one_of("timestep_spacing", self.timestep_spacing, SPACINGS),
+            "eta": checks.real("eta", self.eta, 0, 1),
+            "guidance_scale": checks.real(
+                "guidance_scale", self.guidance_scale, 0, 100, optional=True
+            ),
+            "guidance_interval": checks.interval(
+                "guidance_interval", self.guidance_interval, optional=True
+            ),
+            "precision": _precision(self.precision),
+            "nearest_prompt": checks.flag("nearest_prompt", self.nearest_prompt),
+            "seed": checks.integer("seed", self.seed, 0, checks.MAX_SEED),
+            "batch_size": checks.integer("batch_size", self.batch_size, 1, 1_000_000),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_config(cls, node) -> "SamplingOptions":
+        """The options a config node (a command's, a callback's) sets; the others default."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: node[name] for name in names if name in node})
+
+    def guidance(self, own: Guidance) -> Guidance:
+        """The guidance to sample with: the given scale and interval, the model's ``own`` where
+        they are None."""
+        return own.over(self.guidance_scale, self.guidance_interval)
+
+    def replace(self, **changes) -> "SamplingOptions":
+        return dataclasses.replace(self, **changes)
+
+
+def _precision(x) -> str:
+    """auto, 32 or bf16-mixed; on the command line, 32 arrives as a number."""
+    if str(x) not in SAMPLING_PRECISIONS or isinstance(x, bool | float):
+        raise BadValue("precision", x, f"one of {', '.join(SAMPLING_PRECISIONS)}")
+    return str(x)
+
+
+def config_group() -> dict:
+    """The defaults as a plain config node (Hydra's ``sampling`` group)."""
+    return dataclasses.asdict(SamplingOptions())

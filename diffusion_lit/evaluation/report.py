@@ -1,0 +1,84 @@
+"""An evaluation's report: ``eval.json`` (every number), ``eval.md`` (the table) and
+``grid.png``, in a folder named by the settings sampled with."""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.images import save_grid
+
+log = logging.getLogger(__name__)
+
+
+def settings_name(result: dict) -> str:
+    """The evaluation folder's settings part, from what it sampled with (``result``: the
+    model's guidance where the command left it null, ``auto`` precision resolved):
+    ``<sampler><steps>[-<spacing>]-w<scale>[-i<start>-<stop>][-bf16][-raw]``."""
+    spacing = "" if result["timestep_spacing"] == "linspace" else f"-{result['timestep_spacing']}"
+    start, stop = result["guidance_interval"]
+    interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
+    bf16 = "-bf16" if result["sampling_precision"] == "bf16-mixed" else ""
+    raw = "" if result["use_ema"] else "-raw"
+    return (
+        f"{result['sampler']}{result['steps']}{spacing}-w{result['guidance_scale']:g}"
+        f"{interval}{bf16}{raw}"
+    )
+
+
+def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    save_grid(images[:, :8], out_dir / "grid.png")
+    table = report_table(result)
+    per_class = ", ".join(
+        f"{name} {acc:.0%} / {result['per_class_diversity'].get(name, float('nan')):.2f}"
+        for name, acc in result["per_class_accuracy"].items()
+    )
+    (out_dir / "eval.md").write_text(
+        f"# Evaluation of `{result['checkpoint']}`\n\n{table}\n\nPer class (accuracy / "
+        f"diversity): {per_class}\n\n![samples, a row per class prompt](grid.png)\n"
+    )
+    print(table)
+    for name, note in result.get("notes", {}).items():
+        print(f"{name}: {note}")
+    log.info("Wrote %s", out_dir / "eval.json")
+
+
+def phrasing_rows(r: dict) -> list[str]:
+    rows = []
+    for name, label in [("training", "training"), ("heldout", "held-out")]:
+        if f"{name}_phrasings_accuracy" in r:
+            per_prompt = r[f"{name}_phrasings_per_prompt"]
+            worst = min(per_prompt, key=per_prompt.get)
+            rows.append(
+                f"| conditional accuracy, {label} phrasings ({len(per_prompt)} prompts) "
+                f"| {r[f'{name}_phrasings_accuracy']:.1%} (worst: {worst!r} "
+                f"{per_prompt[worst]:.0%}) | | |"
+            )
+    return rows
+
+
+def report_table(r: dict) -> str:
+    return "\n".join([
+        f"{r['sampler']} {r['steps']} steps, {Guidance.from_dict(r)}, "
+        f"{'EMA' if r['use_ema'] else 'raw'} weights, {r['images_per_class']} images per class, "
+        f"seed {r['seed']}",
+        "",
+        "| metric (judge's features) | samples | real vs real | ratio |",
+        "|---|---|---|---|",
+        f"| conditional accuracy | {r['conditional_accuracy']:.1%} "
+        f"| {r['classifier_accuracy']:.1%} (judge on held-out) | |",
+        *phrasing_rows(r),
+        f"| FID | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} | {r['fid_ratio']:.2f}× |",
+        f"| KID | {r['kid_mean']:.4f} ± {r['kid_std']:.4f} "
+        f"| {r['kid_mean_real_vs_real']:.4f} ± {r['kid_std_real_vs_real']:.4f} "
+        f"| {r['kid_ratio']:.2f}× |",
+        f"| diversity (÷ held-out's) | {r['diversity']:.2f} "
+        f"| {r['diversity_real_vs_real']:.2f} | |",
+        f"| precision / recall | {r['precision']:.2f} / {r['recall']:.2f} "
+        f"| {r['precision_real_vs_real']:.2f} / {r['recall_real_vs_real']:.2f} | |",
+        f"| sampling speed | {r['images_per_second']:.1f} img/s | | |",
+    ])  # fmt: skip

@@ -1,0 +1,123 @@
+"""An export's model card: how to use the model, what it is, how it was trained (from its run
+directory, where it has one) and a grid of its samples."""
+
+import shutil
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.diffusion.model import DiffusionModel
+from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.images import save_grid
+from diffusion_lit.modelfile.spec import ModelSpec
+from diffusion_lit.runs.layout import RunDir
+from diffusion_lit.runs.summary import read_config, read_newest_eval, summarize
+
+
+def card_grid(model: DiffusionModel, ckpt_path: Path, path: Path, steps: int) -> str:
+    """Writes the model card's picture to ``path``: the checkpoint's evaluation grid or the
+    run's final sample grid when there is one, else a fresh grid (4 per class, ``steps`` DDPM
+    steps); returns where it came from."""
+    run = RunDir.of_checkpoint(ckpt_path)
+    found = [
+        *(d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)),
+        *([run.final_grid] if run else []),
+    ]
+    existing = [p for p in found if p.is_file()]
+    if existing:
+        shutil.copyfile(existing[-1], path)
+        return f"copied from `{existing[-1]}`"
+    options = SamplingOptions(sampler="ddpm", steps=steps, seed=0)
+    save_grid(model.sample_classes(4, options), path)
+    return f"sampled at export: DDPM, {steps} steps, {model.guidance}, seed 0"
+
+
+def model_card(
+    spec: ModelSpec, model: DiffusionModel, ckpt_path: Path, source: dict, grid: str
+) -> str:
+    """The export's README.md: how to use it, the model, its training and its samples."""
+    net, encoder = spec.net["kind"], spec.text_encoder["kind"]
+    channels, size, _ = model.image_shape
+    params = sum(p.numel() for p in model.net.parameters())
+    prompt = spec.class_prompts[0][0]
+    lines = [
+        f"# diffusion_lit {net} UNet: {len(spec.class_names)} classes, {size}×{size}×{channels}",
+        "",
+        "A text-conditioned DDPM (noise prediction, classifier-free guidance) trained with "
+        f"diffusion_lit. {params / 1e6:.2f} M parameters; "
+        f"{source['weights']} weights from `{ckpt_path}` after {source['epochs']} epochs "
+        f"({source['global_step']} steps).",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"python -m diffusion_lit.sample ckpt_path=<this folder> prompts='[\"{prompt}\"]'",
+        "```",
+        "",
+        "```python",
+        "from diffusion_lit.pipeline import TextToImage",
+        "pipe = TextToImage.from_checkpoint('<this folder>')",
+        f"images = pipe([{prompt!r}], num_images=4).images  # (1, 4, C, H, W) in [0, 1]",
+        "```",
+        "",
+        "## Model",
+        "",
+        f"- UNet `{net}`: " + ", ".join(f"{k}={v}" for k, v in spec.net.items() if k != "kind"),
+        f"- Noise schedule: {spec.schedule['kind']}, T={spec.schedule['timesteps']}",
+        f"- Text encoder `{encoder}` ({spec.text_encoder.get('name_or_path') or 'bundled'})",
+        f"- Sampled by default with {model.guidance} (the sample CLI's "
+        "`guidance_scale=`, `guidance_interval=` override it)",
+        "- Class prompts: "
+        + "; ".join(
+            f"{n}: {', '.join(p)}"
+            for n, p in zip(spec.class_names, spec.class_prompts, strict=True)
+        ),  # fmt: skip
+        "",
+        *training_section(RunDir.of_checkpoint(ckpt_path), ckpt_path),
+        "## Samples",
+        "",
+        f"A row per class prompt ({grid}):",
+        "",
+        "![samples](grid.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def training_section(run_dir: RunDir | None, ckpt_path: Path) -> list[str]:
+    """Dataset, metrics and config of the run that wrote the checkpoint, where they are known."""
+    if run_dir is None:
+        return ["## Training", "", "The checkpoint is not inside a run directory.", ""]
+    run, cfg = summarize(run_dir.path), read_config(run_dir.path)
+    lines = ["## Training", "", f"Run `{run_dir.path}` ({run.date}): data {run.data or '?'}."]
+    if run.last_accuracy is not None:
+        lines.append(
+            f"{run.epochs} epochs in `accuracy_log.txt`; last pseudo-accuracy "
+            f"(1 − MSE(x̂₀, x₀)) {run.last_accuracy:.4f}."
+        )
+    if run.best_val_loss is not None:
+        lines.append(f"Best val/loss (noise MSE) {run.best_val_loss:.4f}.")
+    evaluation = read_newest_eval(run_dir.path, ckpt_path.stem)
+    if evaluation:
+        name, r = evaluation
+        lines += [
+            "",
+            f"Evaluation (`{name}/eval.json`, {r.get('sampler')} {r.get('steps')} steps, "
+            f"{Guidance.from_dict(r)}):",
+            "",
+            "| metric (judge classifier) | samples | real vs real |",
+            "|---|---|---|",
+            f"| conditional accuracy | {r['conditional_accuracy']:.1%} "
+            f"| {r['classifier_accuracy']:.1%} |",
+            f"| FID | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} |",
+            *(
+                [f"| diversity | {r['diversity']:.2f} | {r['diversity_real_vs_real']:.2f} |"]
+                if "diversity" in r
+                else []
+            ),
+        ]
+    if cfg is not None:
+        lines += ["", "<details><summary>Training config</summary>", "", "```yaml"]
+        lines += [OmegaConf.to_yaml(cfg).rstrip(), "```", "", "</details>"]
+    return [*lines, ""]

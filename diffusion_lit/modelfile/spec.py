@@ -1,0 +1,243 @@
+"""What a model file says about its model, as plain data (:class:`ModelSpec`), and the fixed
+table that turns it into this project's objects.
+
+A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) holds::
+
+    {"version": 2,
+     "net": {"kind": "simple", "image_size": 16, "in_channels": 1, ...},
+     "schedule": {"kind": "linear", "timesteps": 1000, "beta_start": 0.0001, ...},
+     "text_encoder": {"kind": "minilm", "name_or_path": null, "dim": 384, "max_length": 64},
+     "class_names": ["zero", ...], "class_prompts": [["Draw a zero"], ...],
+     "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0]}}
+
+Reading looks ``kind`` up in :data:`UNETS` and :data:`TEXT_ENCODERS` (the schedule has one class,
+:class:`NoiseSchedule`, whose own ``kind`` is linear or cosine) and checks the arguments against
+the class's signature, each a number, string, boolean, null or list of them; building calls the
+class, which checks their values. Nothing named in a file is imported or called otherwise:
+Hydra's ``_target_`` is for the configs a user writes and never reaches a model file (files of
+format 1, which did store ``_target_``, load when each one is exactly this project's own class
+path).
+"""
+
+import inspect
+import math
+from dataclasses import dataclass, field, replace
+
+from torch import nn
+
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.diffusion.model import DiffusionModel
+from diffusion_lit.diffusion.schedule import NoiseSchedule
+from diffusion_lit.errors import BadValue, UserError
+from diffusion_lit.models import SimpleUNet, TextGuidedUNet
+from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
+
+SPEC_VERSION = 2
+UNETS: dict[str, type[nn.Module]] = {"simple": SimpleUNet, "enhanced": TextGuidedUNet}
+TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"minilm": MiniLMEncoder, "clip": CLIPEncoder}
+COMPONENTS = {"net": UNETS, "text_encoder": TEXT_ENCODERS, "schedule": {None: NoiseSchedule}}
+LABELS = {"net": "UNets", "text_encoder": "text encoders", "schedule": "noise schedules"}
+
+# format 1 named the classes by import path; these exact strings are the only ones it may name
+FORMAT1_TARGETS = {
+    "net": {
+        "diffusion_lit.models.SimpleUNet": "simple",
+        "diffusion_lit.models.TextGuidedUNet": "enhanced",
+    },
+    "text_encoder": {
+        "diffusion_lit.text.MiniLMEncoder": "minilm",
+        "diffusion_lit.text.CLIPEncoder": "clip",
+    },
+    "schedule": {"diffusion_lit.schedule.NoiseSchedule": None},
+}
+
+
+class UnsafeModelFile(UserError):
+    """A model file names something outside this project's fixed table of components."""
+
+
+def kind_of(cls: type, group: str) -> str | None:
+    """The table name of a class (``SimpleUNet`` → ``simple``); None when it is not in the table."""
+    return next((kind for kind, known in COMPONENTS[group].items() if known is cls), None)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as plain data: the UNet and the text encoder (a ``kind`` from the table and its
+    arguments), the noise schedule's arguments, the classes with their training prompts, and
+    the guidance it samples with unless told otherwise. The only hyperparameter a checkpoint
+    keeps, so it rebuilds the model without the training code."""
+
+    net: dict
+    schedule: dict
+    text_encoder: dict
+    class_names: list[str]
+    class_prompts: list[list[str]]
+    guidance: Guidance = field(default_factory=Guidance)
+
+    def to_dict(self) -> dict:
+        """The spec as a model file holds it (format 2)."""
+        return {
+            "version": SPEC_VERSION,
+            "net": dict(self.net),
+            "schedule": dict(self.schedule),
+            "text_encoder": dict(self.text_encoder),
+            "class_names": list(self.class_names),
+            "class_prompts": [list(p) for p in self.class_prompts],
+            "sampling": self.guidance.to_dict(),
+        }
+
+    @classmethod
+    def read(cls, data, source: str) -> "ModelSpec":
+        """The checked spec in ``data`` (a checkpoint's ``hyper_parameters`` or an export's
+        spec) read from ``source``; format 1 is converted. Refuses, with one line, anything that
+        is not plain data or names a component outside the table."""
+        if not isinstance(data, dict) or not isinstance(data.get("net"), dict):
+            raise UserError(
+                f"{source} is not a diffusion_lit model (it holds no model spec); pass a .ckpt "
+                "written by python -m diffusion_lit.train or an export folder."
+            )
+        version = data.get("version", 1)
+        if version == 1:
+            data = _from_format1(data, source)
+        elif version != SPEC_VERSION:
+            raise UserError(
+                f"{source} holds a model spec of format {version!r}; this diffusion_lit reads "
+                f"formats 1 and {SPEC_VERSION}. Upgrade diffusion_lit (pip install -U "
+                "diffusion_lit)."
+            )
+        groups = {}
+        for group, table in COMPONENTS.items():
+            args = dict(_plain(data.get(group), group, source))
+            kind = args.pop("kind", None) if group != "schedule" else None
+            if kind not in table:
+                raise UnsafeModelFile(
+                    f"{source}: {group}.kind={kind!r} is not one of this project's "
+                    f"{LABELS[group]} ({', '.join(map(str, table))}); a model file may only name "
+                    "those, so this file was not loaded."
+                )
+            _check_arguments(table[kind], args, group, source)
+            groups[group] = ({"kind": kind} if kind else {}) | args
+        names, prompts = data.get("class_names"), data.get("class_prompts")
+        if not (
+            isinstance(names, list)
+            and isinstance(prompts, list)
+            and len(names) == len(prompts) > 0
+            and all(isinstance(n, str) for n in names)
+            and all(
+                isinstance(p, list) and p and all(isinstance(s, str) for s in p) for p in prompts
+            )
+            and len({len(p) for p in prompts}) == 1
+        ):
+            raise UserError(
+                f"{source}: class_names and class_prompts must be lists of names and of prompt "
+                "lists, one per class and as many for each; the file is damaged or not a "
+                "diffusion_lit model."
+            )
+        guidance = read_guidance(data.get("sampling", {}), source)
+        return cls(**groups, class_names=names, class_prompts=prompts, guidance=guidance)
+
+    def with_guidance(self, guidance: Guidance) -> "ModelSpec":
+        return replace(self, guidance=guidance)
+
+    def build(self, net: nn.Module | None = None, source: str | None = None) -> DiffusionModel:
+        """The model this spec describes, with fresh weights; ``net`` instead of the UNet it
+        names (training builds its own from the config). ``source``: the file it was read from,
+        named in the error when a value is not one its class takes."""
+        net = net if net is not None else self._build("net", source)
+        prompts = PromptBank(self.class_names, self.class_prompts)
+        return DiffusionModel(net, self._build("schedule", source), prompts, self.guidance)
+
+    def build_text_encoder(self) -> TextEncoder:
+        return self._build("text_encoder")
+
+    def _build(self, group: str, source: str | None = None):
+        args = dict(getattr(self, group))
+        kind = args.pop("kind", None) if group != "schedule" else None
+        try:
+            return COMPONENTS[group][kind](**args)
+        except BadValue as err:
+            if source is None:
+                raise err.under(group) from None
+            raise UserError(
+                f"{source} is damaged or not a diffusion_lit model: {err.under(group)}"
+            ) from err
+
+
+def read_guidance(given, source: str) -> Guidance:
+    """The guidance a model file records under ``sampling`` (absent keys: the defaults), checked:
+    numbers only, each within what :class:`Guidance` takes."""
+    known = set(Guidance().to_dict())
+    try:
+        # numbers only: a string could be an OmegaConf interpolation, were anything to resolve it
+        if not (isinstance(given, dict) and _is_numeric(list(given.values()))):
+            raise UserError("not a mapping of numbers")
+        if not set(given) <= known:
+            raise UserError(f"keys other than {' and '.join(sorted(known))}")
+        return Guidance().over(given.get("guidance_scale"), given.get("guidance_interval"))
+    except UserError as err:
+        raise UserError(
+            f"{source} is damaged or not a diffusion_lit model: its sampling settings {given!r} "
+            "are not valid."
+        ) from err
+
+
+def _plain(value, key: str, source: str):
+    """``value`` if it is plain data: a dict of numbers, strings, booleans, nulls and lists."""
+    if not isinstance(value, dict):
+        raise UserError(f"{source}: {key} must be a mapping of arguments, not {value!r}.")
+    for name, arg in value.items():
+        if not _is_plain(arg):
+            raise UnsafeModelFile(
+                f"{source}: {key}.{name}={arg!r} is not a plain value (a number, string, boolean, "
+                "null or list of them); a model file may hold nothing else, so it was not loaded."
+            )
+    return value
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, bool | int | str)
+
+
+def _is_numeric(value) -> bool:
+    """A number, null or boolean (refused later, by name), or a list of them."""
+    if isinstance(value, list):
+        return all(_is_numeric(v) for v in value)
+    return _is_plain(value) and not isinstance(value, str)
+
+
+def _check_arguments(cls: type, args: dict, group: str, source: str) -> None:
+    params = inspect.signature(cls).parameters
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        raise UnsafeModelFile(
+            f"{source}: {group} has arguments {unknown} that {cls.__name__} does not take "
+            f"(it takes {', '.join(params)}); the file was not loaded."
+        )
+
+
+def _from_format1(data: dict, source: str) -> dict:
+    """Format 1 (``_target_`` import paths, and training options among the hyperparameters)."""
+    converted = {k: data.get(k) for k in ("class_names", "class_prompts")}
+    for group, targets in FORMAT1_TARGETS.items():
+        args = dict(_plain(data.get(group), group, source))
+        target = args.pop("_target_", None)
+        if target not in targets:
+            raise UnsafeModelFile(
+                f"{source}: {group}._target_={target!r} is not one of this project's classes "
+                f"({', '.join(targets)}); a model file may only name those, so this file was not "
+                "loaded."
+            )
+        converted[group] = ({"kind": targets[target]} if targets[target] else {}) | args
+    schedule = converted["schedule"]
+    if schedule.get("kind", "linear") == "linear":
+        # format 1 used β ∈ [beta_start, beta_end] for every T; now those are the values at
+        # T = 1000, scaled by 1000/T: the same β for the model it describes
+        scale = schedule.get("timesteps", 1000) / 1000
+        for key, default in (("beta_start", 1e-4), ("beta_end", 0.02)):
+            schedule[key] = schedule.get(key, default) * scale
+    return converted

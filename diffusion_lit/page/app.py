@@ -1,0 +1,156 @@
+"""The web page behind ``python -m diffusion_lit.demo``: a thin Gradio page over the Python API.
+
+- **Generate**: prompts (one a line) → images, with a progress bar fed by the sampler's own steps,
+  the time taken, the grid PNG to download and the notes on prompts the model never trained on.
+  The images are the sample CLI's for the same settings (they are written by the same code, to
+  ``<out_dir>/<date_time>/``).
+- **Runs**: the ``runs list`` table of a folder of runs; a run's curves, sample grids, accuracy
+  log, evaluations and config; ``runs compare``; export a checkpoint, or load it to generate.
+
+Offline and private: analytics off, no share link, bound to 127.0.0.1, system fonts only.
+"""
+
+import random
+from pathlib import Path
+
+import gradio as gr
+
+from diffusion_lit import checks, cli
+from diffusion_lit.diffusion.samplers import SAMPLERS
+from diffusion_lit.page.actions import Models, Page, guidance_slider, steps_box, vocabulary
+
+# no web fonts: Gradio's default theme would fetch IBM Plex from Google
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=["ui-monospace", "Consolas", "monospace"],
+)
+
+
+def build_app(
+    ckpt_path: str | Path,
+    runs_dir: str | Path = "outputs",
+    out_dir: str | Path = "outputs/demo",
+    device: str = "auto",
+    max_images: int = 64,
+) -> gr.Blocks:
+    """The page (not yet launched); ``ckpt_path`` is what the Generate tab starts with, and
+    the sample CLI's options are its defaults."""
+    defaults = cli.compose("sample")
+    page = Page(Models(device), Path(runs_dir), Path(out_dir), max_images, defaults)
+    first = page.models.get(str(ckpt_path), defaults.use_ema)  # a bad checkpoint stops the start
+    with gr.Blocks(title="diffusion_lit", analytics_enabled=False) as app:
+        gr.Markdown("# diffusion_lit")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        ckpt = gr.Textbox(str(ckpt_path), label="Checkpoint (.ckpt or export)")
+                        prompts = gr.Textbox(
+                            "\n".join(first.default_prompts[:2]),
+                            lines=3,
+                            label="Prompts, one a line",
+                            elem_id="prompts",
+                        )
+                        with gr.Row():
+                            generate_button = gr.Button(
+                                "Generate", variant="primary", elem_id="generate"
+                            )
+                            stop_button = gr.Button("Stop", variant="stop")
+                    with gr.Column(scale=1):
+                        num_images = gr.Slider(
+                            1, max_images, value=min(defaults.num_images, max_images), step=1,
+                            label="Images per prompt",
+                        )  # fmt: skip
+                        guidance = guidance_slider(
+                            first, minimum=0, maximum=10, step=0.1, label="Guidance scale"
+                        )
+                        sampler = gr.Dropdown(
+                            list(SAMPLERS), value=defaults.sampler, label="Sampler"
+                        )
+                        steps = steps_box(
+                            first, defaults.steps, precision=0, minimum=1, label="Steps"
+                        )
+                        with gr.Row():
+                            seed = gr.Number(defaults.seed, precision=0, minimum=0, label="Seed")
+                            reseed = gr.Button("random seed", size="sm")
+                        use_ema = gr.Checkbox(defaults.use_ema, label="EMA weights (else raw)")
+                info = gr.Markdown(elem_id="info")
+                gallery = gr.Gallery(label="Images", columns=8, elem_id="gallery")
+                grid = gr.File(label="Grid PNG")
+                with gr.Accordion("What this model was trained to draw", open=False):
+                    trained = gr.Markdown(vocabulary(first))
+            with gr.Tab("Runs", id="runs"):
+                table = gr.Dataframe(label=f"Runs under {runs_dir}", interactive=False)
+                refresh = gr.Button("Refresh", size="sm")
+                run = gr.Dropdown(label="Run", choices=[])
+                with gr.Row():
+                    run_ckpt = gr.Dropdown(label="Checkpoint", choices=[])
+                    load = gr.Button("Generate with this checkpoint")
+                with gr.Row():
+                    export_ema = gr.Checkbox(
+                        cli.compose("export").use_ema, label="export the EMA weights"
+                    )
+                    overwrite = gr.Checkbox(False, label="replace an existing export")
+                    export_button = gr.Button("Export")
+                exported = gr.Markdown()
+                with gr.Row():
+                    curves = gr.Image(label="curves.png", type="filepath")
+                    grids = gr.Gallery(
+                        label="Sample grids", columns=2, height=420, elem_id="run-grids"
+                    )
+                with gr.Accordion("accuracy_log.txt", open=False):
+                    accuracy = gr.Code(language=None)
+                with gr.Accordion("Evaluations", open=True):
+                    evaluations = gr.Markdown()
+                with gr.Accordion("Config", open=False):
+                    config = gr.Code(language="yaml")
+                with gr.Accordion("Compare runs", open=False):
+                    to_compare = gr.Dropdown(label="Runs", choices=[], multiselect=True)
+                    compare = gr.Button("Compare")
+                    comparison = gr.Code(language=None)
+
+        job = generate_button.click(
+            page.generate,
+            [ckpt, prompts, num_images, guidance, sampler, steps, seed, use_ema],
+            [gallery, grid, info],
+            api_name="generate",
+            concurrency_limit=1,  # one job at a time: each waits its turn in the queue
+        )
+        stop_button.click(page.stop, None, None, cancels=[job], api_name="stop")
+        reseed.click(lambda: random.randint(0, checks.MAX_SEED), None, seed, api_name=False)
+        for changed in (ckpt.submit, ckpt.blur, use_ema.change):
+            changed(
+                page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance],
+                api_name=False,
+            )  # fmt: skip
+        run_views = [curves, grids, accuracy, evaluations, config, run_ckpt]
+        for event in (app.load, refresh.click):
+            event(page.runs_table, None, [table, run, to_compare], api_name=False).then(
+                page.show_run, run, run_views, api_name=False
+            )
+        run.input(page.show_run, run, run_views, api_name=False)
+        load.click(page.use_checkpoint, run_ckpt, [ckpt, tabs], api_name=False).then(
+            page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance], api_name=False
+        )
+        export_button.click(
+            page.export, [run_ckpt, export_ema, overwrite], exported, api_name=False
+        )
+        compare.click(page.compare, to_compare, comparison, api_name=False)
+    return app
+
+
+def launch(app: gr.Blocks, host: str, port: int | None, allowed: list[str], block: bool = True):
+    """Serves the page on ``host:port`` only: no share link, no server-side rendering (a Node
+    process), errors shown in the page."""
+    return app.queue().launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,
+        show_error=True,
+        theme=THEME,
+        allowed_paths=allowed,
+        footer_links=["api", "settings"],
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )

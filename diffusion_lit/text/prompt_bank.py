@@ -1,0 +1,72 @@
+"""The training prompts a model carries: every class's prompts and their encodings."""
+
+import functools
+
+import torch
+from torch import nn
+
+from diffusion_lit.text.embedding import TextEmbedding
+from diffusion_lit.text.encoders import TextEncoder
+
+
+class PromptBank(nn.Module):
+    """Every class's training prompts (C classes × K prompts each, ``class_prompts``) and their
+    encodings, computed once per run (:meth:`fill`) and saved with the model's weights, so that
+    a model draws its own prompts without its text encoder."""
+
+    def __init__(self, class_names: list[str], class_prompts: list[list[str]]):
+        super().__init__()
+        self.class_names = list(class_names)
+        self.class_prompts = [list(p) for p in class_prompts]
+        self.register_buffer("pooled", torch.empty(0, 0, 0))  # (C, K, D)
+        self.register_buffer("tokens", torch.empty(0, 0, 0, 0))  # (C, K, L, D)
+        self.register_buffer("mask", torch.empty(0, 0, 0, dtype=torch.bool))  # (C, K, L)
+        self.register_load_state_dict_pre_hook(_take_saved_shapes)
+
+    @property
+    def default_prompts(self) -> list[str]:
+        """The first prompt of every class: what is drawn when no prompt is given."""
+        return [prompts[0] for prompts in self.class_prompts]
+
+    @property
+    def prompts(self) -> list[str]:
+        """Every training prompt, class by class, in the order of :meth:`flat`."""
+        return [p for prompts in self.class_prompts for p in prompts]
+
+    @functools.cached_property
+    def index(self) -> dict[str, tuple[int, int]]:
+        """Every training prompt and where its encoding is: (class, position)."""
+        return {p: (c, k) for c, ps in enumerate(self.class_prompts) for k, p in enumerate(ps)}
+
+    @torch.no_grad()
+    def fill(self, encoder: TextEncoder) -> None:
+        """Encodes every prompt, once."""
+        emb = encoder.encode(self.prompts)
+        shape = (len(self.class_prompts), len(self.class_prompts[0]))
+        grouped = emb.map(lambda z: z.reshape(*shape, *z.shape[1:]))
+        self.pooled = grouped.pooled.to(self.pooled)
+        self.tokens = grouped.tokens.to(self.tokens)
+        self.mask = grouped.mask.to(self.mask)
+
+    def lookup(self, classes: torch.Tensor, positions: torch.Tensor) -> TextEmbedding:
+        """The encodings of the given (class, position) pairs."""
+        bank = TextEmbedding(self.pooled, self.tokens, self.mask)
+        return bank.map(lambda z: z[classes, positions])
+
+    def stored(self, prompts: list[str]) -> TextEmbedding | None:
+        """The saved encodings of ``prompts`` when every one is a training prompt, else None."""
+        if not all(p in self.index for p in prompts):
+            return None
+        where = torch.tensor([self.index[p] for p in prompts], device=self.pooled.device)
+        return self.lookup(where[:, 0], where[:, 1])
+
+    def flat(self) -> torch.Tensor:
+        """The pooled encodings of :attr:`prompts`, (C·K, D)."""
+        return self.pooled.flatten(0, 1)
+
+
+def _take_saved_shapes(bank: PromptBank, state_dict: dict, prefix: str, *args) -> None:
+    """The bank's shape depends on the data it was built from: a saved bank brings its own."""
+    for name in ("pooled", "tokens", "mask"):
+        if prefix + name in state_dict:
+            setattr(bank, name, torch.empty_like(state_dict[prefix + name]))

@@ -1,0 +1,65 @@
+"""From a training config to objects: building a config node, and the model spec it describes."""
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.errors import BadValue
+from diffusion_lit.modelfile.spec import ModelSpec, kind_of
+
+
+def build(node, where: str | None = None, **kwargs):
+    """``hydra.utils.instantiate`` that lets the target's own error through unwrapped: for bad
+    input that error's message is the one that names the problem and the fix. ``where``, the
+    node's key in the config (``model``), goes before the name of a value the target refuses
+    (``model.base_channels``)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if cause is None:
+            raise
+        if isinstance(cause, BadValue) and where:
+            raise cause.under(where) from None
+        raise cause from None
+
+
+def component_spec(node: DictConfig, group: str) -> dict:
+    """A config node with ``_target_`` as spec data: the class's name in the spec table
+    (``diffusion_lit.models.SimpleUNet`` → ``kind: simple``) and its plain arguments. A class
+    outside the table trains, and its checkpoints record the import path, which loading refuses
+    until the class is added to the table."""
+    args = OmegaConf.to_container(node, resolve=True)
+    target = args.pop("_target_")
+    return {"kind": kind_of(get_class(target), group) or target} | args
+
+
+def model_spec(cfg: DictConfig, class_names: list[str], class_prompts: list[list[str]]):
+    """The model a training config describes, as the plain data its checkpoints hold."""
+    return ModelSpec(
+        net=component_spec(cfg.model, "net"),
+        schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
+        text_encoder=component_spec(cfg.text_encoder, "text_encoder"),
+        class_names=list(class_names),
+        class_prompts=[list(p) for p in class_prompts],
+        guidance=own_guidance(cfg),
+    )
+
+
+def own_guidance(cfg: DictConfig) -> Guidance:
+    """The guidance the model records as its own: the training config's ``sampling`` (null
+    values: :class:`Guidance`'s defaults), checked."""
+    given = cfg.get("sampling") or {}
+    if not isinstance(given, DictConfig) or not set(given) <= {
+        "guidance_scale",
+        "guidance_interval",
+    }:
+        raise BadValue(
+            "sampling", given, "a mapping of guidance_scale and guidance_interval",
+            "'{guidance_scale: 3}'",
+        )  # fmt: skip
+    try:
+        return Guidance().over(given.get("guidance_scale"), given.get("guidance_interval"))
+    except BadValue as err:
+        raise err.under("sampling") from None
