@@ -1,4 +1,5 @@
-# make train: set up .venv and train the quickstart model; make test: the test suite
+# make train: set up .venv and train the quickstart model; make test: the test suite (all of it,
+# as CI runs it); make test-fast: the tests not marked slow, for the edit loop
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ ARGS ?=
 # the newest run's last checkpoint, for `make sample`
 CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
-.PHONY: setup train test sample evaluate demo bench lint fashion-mnist clean
+.PHONY: setup train test test-fast sample evaluate demo bench lint fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -22,6 +23,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 sample: $(STAMP)
 	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }

@@ -121,15 +121,12 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         log.info("%s already holds %s: continuing that run", cfg.paths.run_dir, checkpoint.name)
     resumed, resumed_spec = read_checkpoint(checkpoint, mmap=True) if checkpoint else (None, None)
     L.seed_everything(cfg.seed, workers=True)
+    # everything a value can be refused by is built before anything slow (the text encoder)
     datamodule = build(cfg.data, "data")
     module = build_module(cfg, datamodule)
-    encoder = build(cfg.text_encoder, "text_encoder")  # fails here, before any work
-    module.encode_prompts(encoder)
-    del encoder
     if resumed:
         check_same_model(checkpoint, resumed_spec, module.spec)
         log.info("Resuming from %s (step %d)", checkpoint, resumed["global_step"])
-
     _setup_wandb(cfg)
     loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
     callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
@@ -137,6 +134,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks += extra_callbacks or []
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+    module.encode_prompts(build(cfg.text_encoder, "text_encoder"))
     for logger in loggers:
         if resumed and isinstance(logger, CSVLogger) and trainer.is_global_zero:
             continue_csv_log(logger, resumed["global_step"])

@@ -20,6 +20,8 @@ from diffusion_lit.runs import __main__ as runs
 
 from conftest import TINY
 
+pytestmark = pytest.mark.slow  # each CLI many times over
+
 EXAMPLES = int(os.environ.get("DIFFUSION_LIT_FUZZ_EXAMPLES", "10"))
 FUZZ = settings(
     max_examples=EXAMPLES,

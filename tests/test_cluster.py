@@ -44,6 +44,7 @@ def test_a_submitit_local_sweep_runs_each_job_into_its_own_run_dir(tmp_path):
     assert list((sweep / ".submitit").glob("*/*_log.out"))  # submitit's job logs, beside the runs
 
 
+@pytest.mark.slow
 def test_the_slurm_launcher_asks_for_the_nodes_tasks_and_time(tmp_path):
     """The sbatch script the submitit_slurm launcher writes, caught by a stand-in sbatch."""
     bin_dir, script = tmp_path / "bin", tmp_path / "job.sbatch"

@@ -149,6 +149,7 @@ def test_demo_cli_refuses_a_missing_checkpoint_in_one_line(run_cli, tmp_path):
     assert_one_line(*run_cli(demo.main, [f"runs_dir={tmp_path}"]), "no run under")
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(page, tmp_path):
     """Type prompts, press Generate, see the images; open Runs and see the run's grids; nothing
     is fetched from outside this machine. Screenshots go to $DEMO_SCREENSHOTS (default: tmp)."""

@@ -215,6 +215,34 @@ def test_training_values_are_checked_first(tmp_path, monkeypatch, run_cli, args,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["model.cond_drop_prob=1"], ["model.cond_drop_prob=1 is not a finite number ≥ 0 and < 1"]),
+        (["data.channels=2"], ["data.channels=2 is not 1 (grayscale) or 3 (RGB)"]),
+        (["schedule.timesteps=1"], ["schedule.timesteps=1 is not an integer from 2"]),
+        (["model=enhanced", "model.attention_heads=3"], ["model.attention_heads=3", "divisor"]),
+        (["lr_scheduler.min_lr_ratio=2"], ["lr_scheduler.min_lr_ratio=2 is not"]),
+        (["callbacks.sample_grid.sampler=euler"], ["callbacks.sample_grid.sampler='euler'"]),
+    ],
+    ids=["no-prompt-ever", "two-channels", "one-step", "heads", "lr-ratio", "grid-sampler"],
+)
+def test_a_value_its_owner_refuses_stops_the_run_before_the_text_encoder_loads(
+    tmp_path, monkeypatch, run_cli, args, fragments
+):
+    """One owner for each value: the class that takes it checks it, as the command builds it,
+    before anything slow; the command names it as the config does."""
+    from diffusion_lit.text.encoders import TextEncoder
+
+    def never(*args, **kwargs):
+        raise AssertionError("the text encoder was loaded before the bad value was refused")
+
+    monkeypatch.setattr(TextEncoder, "__init__", never)
+    monkeypatch.chdir(tmp_path)
+    status, stderr = run_cli(train.main, [*TINY, f"hydra.run.dir={tmp_path}/run", *args])
+    assert_one_line(status, stderr, *fragments)
+
+
 def test_unreadable_flowers_with_loader_workers_is_one_line(tmp_path, monkeypatch, run_cli):
     """Found in the main process at start-up, not as a worker's wrapped traceback."""
     monkeypatch.chdir(tmp_path)

@@ -52,6 +52,7 @@ def image_sets(digits):
     )
 
 
+@pytest.mark.slow
 def test_judge_beats_chance_by_a_wide_margin(judge):
     _, accuracy = judge
     assert accuracy > 0.9  # chance: 0.1
@@ -67,6 +68,7 @@ def scores(judge, image_sets):
     }
 
 
+@pytest.mark.slow
 def test_real_images_score_like_real(scores, judge):
     real = scores["real"]
     assert real["conditional_accuracy"] == pytest.approx(judge[1], abs=0.05)
@@ -76,6 +78,7 @@ def test_real_images_score_like_real(scores, judge):
     assert real["precision"] > 0.7 and real["recall"] > 0.7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["one image per class", "blurred", "noisy"])
 def test_the_judge_sees_look_alike_blurred_and_noisy_images(scores, bad):
     """The right digit nearly every time (a judge that only names the class passes them all),
@@ -94,6 +97,7 @@ def test_the_judge_sees_look_alike_blurred_and_noisy_images(scores, bad):
         assert fake["recall"] < 0.5 * real["recall"]
 
 
+@pytest.mark.slow
 def test_random_noise_scores_like_chance(judge, image_sets):
     heldout, reference, sets, labels = image_sets
     noise = torch.rand_like(sets["real"]) * 2 - 1

@@ -93,6 +93,7 @@ def poisoned_export(base: Path, way: str, node: dict, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACKS)
 @pytest.mark.parametrize("way", WAYS)
 def test_a_model_file_naming_code_is_refused_everywhere_and_the_code_never_runs(

@@ -155,6 +155,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monk
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_same_wandb_run(tiny_cfg, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = tiny_cfg("logger=wandb", "trainer.max_epochs=1", "~callbacks.sample_grid")

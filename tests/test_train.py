@@ -53,6 +53,7 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 32, 384)  # every prompt, encoded
 
 
+@pytest.mark.slow
 def test_overfitting_one_batch_drives_the_loss_down(tiny_cfg):
     cfg = tiny_cfg(
         "debug=overfit",

@@ -1,5 +1,7 @@
 """From a training config to objects: building a config node, and the model spec it describes."""
 
+import re
+
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +23,20 @@ def build(node, where: str | None = None, **kwargs):
         if cause is None:
             raise
         if isinstance(cause, BadValue) and where:
-            raise cause.under(where) from None
+            raise as_set(cause, node, where) from None
         raise cause from None
+
+
+def as_set(err: BadValue, node: DictConfig, where: str) -> BadValue:
+    """The refusal of one of ``node``'s values, named where the user set it: under ``where``,
+    or, for a value the node takes from elsewhere (``timesteps: ${schedule.timesteps}``), at
+    that key."""
+    key = err.key.split(".")[0]
+    if isinstance(node, DictConfig) and key in node and OmegaConf.is_interpolation(node, key):
+        source = re.fullmatch(r"\$\{([\w.]+)\}", OmegaConf.to_container(node)[key])
+        if source:
+            return BadValue(source[1], err.value, err.expected, err.example)
+    return err.under(where)
 
 
 def component_spec(node: DictConfig, group: str) -> dict:
