@@ -56,7 +56,9 @@ class WarmupEMA(WeightAveraging):
         self.decay = checks.real("decay", decay, 0, 1)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":  # as WeightAveraging.setup, with the warm-up model
+        # as WeightAveraging.setup, with the warm-up model: the base class keeps its settings and
+        # its copy in these attributes and has no hook to choose the averaged model's class
+        if stage == "fit":
             self._average_model = WarmupEMAModel(
                 pl_module, self.decay, device=self._device or pl_module.device,
                 use_buffers=self._use_buffers,
