@@ -18,9 +18,11 @@ def demo(cfg: DictConfig, block: bool = True):
     out_dir = checks.out_dir("out_dir", cfg.out_dir)
     device = checks.device("device", cfg.device)
     port = checks.integer("port", cfg.port, 1, 65535, optional=True)
-    max_images = checks.integer("max_images", cfg.max_images, 1, 10_000)
     host = checks.text("host", cfg.host)
+    allow_any_path = checks.flag("allow_any_path", cfg.allow_any_path)
+    concurrency = checks.integer("concurrency", cfg.concurrency, 1, 64)
     try:
+        from diffusion_lit.page.actions import Limits
         from diffusion_lit.page.app import build_app, launch
     except ModuleNotFoundError as err:  # an optional extra: say how to get it
         if err.name != "gradio":
@@ -29,8 +31,12 @@ def demo(cfg: DictConfig, block: bool = True):
             f"The web page needs Gradio ({err}): pip install 'diffusion_lit[demo]' (make setup "
             "installs it)."
         ) from err
-    app = build_app(ckpt_path, runs_dir, out_dir, device, max_images)
-    launch(app, host, port, [str(runs_dir), str(out_dir)], block)
+    limits = Limits(
+        prompts=cfg.max_prompts, images=cfg.max_images, steps=cfg.max_steps,
+        evaluations=cfg.max_evaluations, prompt_chars=cfg.max_prompt_chars,
+    )  # fmt: skip
+    app = build_app(ckpt_path, runs_dir, out_dir, device, limits, allow_any_path, concurrency)
+    launch(app, host, port, out_dir, block)
     return app
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from diffusion_lit import checks, cli
+from diffusion_lit.errors import UserError
 from diffusion_lit.modelfile.card import card_grid, model_card
 from diffusion_lit.modelfile.checkpoint import (
     existing,
@@ -20,6 +21,7 @@ from diffusion_lit.modelfile.checkpoint import (
     read_checkpoint,
 )
 from diffusion_lit.modelfile.export_folder import check_target, write_export
+from diffusion_lit.runs.layout import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,14 @@ def export(cfg: DictConfig) -> Path:
     scale = checks.real("guidance_scale", cfg.guidance_scale, 0, 100, optional=True)
     interval = checks.interval("guidance_interval", cfg.guidance_interval, optional=True)
     out_dir = checks.out_dir("out_dir", cfg.out_dir, optional=True)
-    out_dir = out_dir or default_out_dir(ckpt_path, use_ema)
+    if out_dir is None:
+        out_dir = default_out_dir(ckpt_path, use_ema)
+        run = RunDir.of_checkpoint(ckpt_path)
+        if run is not None and not run.inside(out_dir.parent):  # checkpoints/ links out of it
+            raise UserError(
+                f"{out_dir} would lie outside the run {run.path}: {out_dir.parent} leads to "
+                f"{out_dir.parent.resolve()}. Pass out_dir=<a folder>; nothing was written."
+            )
     check_target(out_dir, overwrite)
     ckpt, spec = read_checkpoint(ckpt_path)
     spec = spec.with_guidance(spec.guidance.over(scale, interval))

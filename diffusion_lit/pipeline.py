@@ -1,5 +1,6 @@
 """The Python API: load a trained model once, turn prompts into images."""
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import save_image
 
 from diffusion_lit.diffusion.guidance import Guidance
-from diffusion_lit.diffusion.model import DiffusionModel
+from diffusion_lit.diffusion.model import DiffusionModel, NonFiniteImage
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.samplers import StepCallback
 from diffusion_lit.errors import UserError
@@ -29,6 +30,28 @@ from diffusion_lit.text.nearest import (
 def slugify(prompt: str) -> str:
     """'Draw a six!' → 'draw_a_six': lower case, runs outside a–z0–9 become one '_'."""
     return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
+
+
+# a file name may have 255 bytes; a prompt's folder keeps its first 60 characters and a hash
+MAX_FOLDER_CHARS = 80
+
+
+def prompt_folders(prompts: list[str]) -> list[str]:
+    """A folder name for each prompt, unique among them: its slug (``'Draw a six!'`` →
+    ``draw_a_six``), ``prompt`` for one without letters or digits, a long one cut short with a
+    hash of the prompt, and ``-2``, ``-3``, … after a name already taken (the same prompt twice
+    draws other images)."""
+    names: list[str] = []
+    for prompt in prompts:
+        slug = slugify(prompt) or "prompt"
+        if len(slug) > MAX_FOLDER_CHARS:
+            slug = f"{slug[:60]}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
+        name, n = slug, 1
+        while name in names:
+            n += 1
+            name = f"{slug}-{n}"
+        names.append(name)
+    return names
 
 
 def resolve_device(device: str) -> torch.device:
@@ -143,7 +166,11 @@ class TextToImage:
         drawn = [f.drawn_as(options.nearest_prompt) for f in found]
         text = text if drawn == prompts else self.embed(drawn)
         text = text.map(lambda z: z.repeat_interleave(num_images, dim=0))
-        images, guidance = self.model.generate(text, options, progress, callback)
+        try:
+            images, guidance = self.model.generate(text, options, progress, callback)
+        except NonFiniteImage as err:  # named by its prompt
+            prompt = prompts[err.image // num_images]
+            raise NonFiniteImage(err.image, err.step, err.steps, prompt) from None
         images = images.view(len(prompts), num_images, *images.shape[1:])
         return Generated(images, prompts, drawn, guidance, options, found)
 
@@ -153,12 +180,12 @@ class TextToImage:
 
     @staticmethod
     def save(images: torch.Tensor, prompts: list[str], out_dir: str | Path) -> Path:
-        """Writes ``<out_dir>/<slug>/000.png, …`` per prompt and ``<out_dir>/grid.png`` (a row
-        per prompt); returns the grid's path."""
+        """Writes ``<out_dir>/<folder>/000.png, …`` per prompt (:func:`prompt_folders`) and
+        ``<out_dir>/grid.png`` (a row per prompt); returns the grid's path."""
         out_dir = Path(out_dir)
         try:
-            for prompt, row in zip(prompts, images, strict=True):
-                prompt_dir = out_dir / slugify(prompt)
+            for folder, row in zip(prompt_folders(prompts), images, strict=True):
+                prompt_dir = out_dir / folder
                 prompt_dir.mkdir(parents=True, exist_ok=True)
                 for i, image in enumerate(row):
                     save_image(image, prompt_dir / f"{i:03d}.png")

@@ -119,7 +119,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     checkpoint = find_checkpoint(cfg.ckpt_path, cfg.paths.output_dir)
     if checkpoint is None and (checkpoint := interrupted_checkpoint(cfg.paths.run_dir)):
         log.info("%s already holds %s: continuing that run", cfg.paths.run_dir, checkpoint.name)
-    resumed, resumed_spec = read_checkpoint(checkpoint, mmap=True) if checkpoint else (None, None)
+    resumed, resumed_spec = read_checkpoint(checkpoint) if checkpoint else (None, None)
     L.seed_everything(cfg.seed, workers=True)
     # everything a value can be refused by is built before anything slow (the text encoder)
     datamodule = build(cfg.data, "data")

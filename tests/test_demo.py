@@ -17,7 +17,7 @@ from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from diffusion_lit import cli, demo  # noqa: E402
-from diffusion_lit.page.actions import Models, Page  # noqa: E402
+from diffusion_lit.page.actions import Limits, Models, Page  # noqa: E402
 from diffusion_lit.pipeline import TextToImage  # noqa: E402
 from diffusion_lit.sample import sample  # noqa: E402
 
@@ -51,6 +51,12 @@ def page(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(page):
     return Client(page[0].local_url, verbose=False)
+
+
+def make_page(runs_dir: Path, start: Path, out_dir: Path, **models) -> Page:
+    """The page's actions over the runs under ``runs_dir``, started with ``start``."""
+    return Page(Models("cpu", runs_dir, start, **models), runs_dir, out_dir, Limits(),
+                cli.compose("sample"))  # fmt: skip
 
 
 def pixels(paths) -> np.ndarray:
@@ -106,8 +112,11 @@ def test_bad_input_is_answered_in_the_page_and_the_server_keeps_running(page, cl
         ((cfg.ckpt_path, "  \n ", *SETTINGS[1:]), "prompt box is empty"),
         ((cfg.ckpt_path, *SETTINGS[:4], 0, *SETTINGS[5:]), "minimum value 1"),  # by Gradio
         ((cfg.ckpt_path, *SETTINGS[:4], 999, *SETTINGS[5:]), "maximum value 20"),  # its T
-        ((str(broken), *SETTINGS), "broken.ckpt"),
-        ((str(tmp_path / "missing.ckpt"), *SETTINGS), "does not exist"),
+        # any path but the page's own models gets the same answer: nothing to probe the disk with
+        *(
+            ((str(path), *SETTINGS), "Choose one of this page's models")
+            for path in (broken, tmp_path / "missing.ckpt", tmp_path, Path("/etc/hostname"))
+        ),
     ]
     for args, message in cases:
         with pytest.raises(AppError, match=message):
@@ -167,30 +176,80 @@ def test_runs_tab_shows_compares_and_exports_a_run(trained_run, tmp_path):
     import shutil
 
     run_dir = trained_run[0]
-    page = Page(Models("cpu"), run_dir.parent, tmp_path / "out", 8, cli.compose("sample"))
-    twin = tmp_path / "twin"  # a second run, with the config Hydra writes
+    twin = tmp_path / "runs" / "twin"  # a copy of the run, with the config Hydra writes
     shutil.copytree(run_dir, twin)
     (twin / ".hydra").mkdir()
     (twin / ".hydra" / "config.yaml").write_text("trainer:\n  max_epochs: 2\n")
-    page = Page(Models("cpu"), tmp_path, tmp_path / "out", 8, cli.compose("sample"))
+    page = make_page(tmp_path / "runs", twin / "checkpoints" / "last.ckpt", tmp_path / "out")
     table, run, to_compare = page.runs_table()
     assert [row[0] for row in table.value["data"]] == [str(twin)]  # the runs list rows
     assert run.value == str(twin) and [c[0] for c in to_compare.choices] == [str(twin)]
 
     curves, grids, accuracy, evaluations, config, ckpts = page.show_run(str(twin))
-    assert Path(curves).is_file() and [caption for _, caption in grids][-1] == "final"
+    assert curves.size == Image.open(twin / "curves.png").size  # shown as pictures, not files
+    assert [caption for _, caption in grids][-1] == "final"
     assert accuracy == (run_dir / "accuracy_log.txt").read_text()
     assert config == "trainer:\n  max_epochs: 2\n"
     assert ckpts.value == str(twin / "checkpoints" / "last.ckpt")
     assert evaluations.startswith("(no evaluations")
 
     with pytest.raises(gr.Error, match="two or more"):
-        page.compare([str(run_dir)])
-    assert "best val/loss" in page.compare([str(run_dir), str(twin)])  # the runs compare table
+        page.compare([str(twin)])
+    shutil.copytree(run_dir, tmp_path / "runs" / "other")
+    assert "best val/loss" in page.compare([str(twin), str(tmp_path / "runs" / "other")])
 
     ckpt = twin / "checkpoints" / "last.ckpt"
-    assert page.use_checkpoint(str(ckpt))[0] == str(ckpt)
+    assert page.use_checkpoint(str(ckpt))[0].value == str(ckpt)
     assert "Exported to" in page.export(str(ckpt), True, False)
     assert (twin / "checkpoints" / "export-last" / "model.safetensors").is_file()
     with pytest.raises(gr.Error, match="already exists"):
         page.export(str(ckpt), True, False)  # nothing is replaced unless asked
+
+
+def test_a_request_beyond_the_pages_limits_is_answered_and_others_are_served(page, client):
+    app, cfg = page
+    many = "\n".join(f"Draw a {i}" for i in range(cfg.max_prompts + 1))
+    too_long = "Draw a six " * 100
+    cases = [
+        ((cfg.ckpt_path, many, *SETTINGS[1:]), "more than this page takes"),
+        ((cfg.ckpt_path, too_long, *SETTINGS[1:]), "longer than 500 characters"),
+        # 11 × 512 images × 20 steps × 2 passes: more work than one request may ask for
+        (
+            (cfg.ckpt_path, "\n".join(["Draw a six"] * 11), 512, 1.5, "ddpm", 20, 0, True),
+            "network passes",
+        ),
+    ]
+    for args, message in cases:
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/generate")
+    images, *_ = generate(client, cfg.ckpt_path, *SETTINGS)
+    assert len(images) == 6
+
+
+def test_the_page_serves_only_its_own_outputs_and_takes_no_uploads(page, trained_run):
+    import httpx
+
+    app, cfg = page
+    ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
+    for path in (ckpt, trained_run[0] / "accuracy_log.txt", Path("/etc/hostname")):
+        got = httpx.get(f"{app.local_url}gradio_api/file={path}")
+        assert got.status_code == 403, (path, got.status_code)
+    upload = httpx.post(
+        f"{app.local_url}gradio_api/upload", files={"files": ("x.ckpt", b"PK" * 512)}
+    )
+    assert upload.status_code >= 400
+    # what it generated it serves
+    images, *_ = generate(client_of(app), cfg.ckpt_path, *SETTINGS)
+    assert Path(images[0]).is_file()
+
+
+def client_of(app) -> Client:
+    return Client(app.local_url, verbose=False)
+
+
+def test_prompts_that_make_the_same_folder_name_each_show_their_own_images(page, client):
+    app, cfg = page
+    images, captions, _, _ = generate(client, cfg.ckpt_path, "!!!\n???\nDraw a six\nDraw a six",
+                                      2, 1.5, "ddpm", 5, 0, True)  # fmt: skip
+    assert captions == ["!!!"] * 2 + ["???"] * 2 + ["Draw a six"] * 4
+    assert len({pixels([p]).tobytes() for p in images}) == 8  # eight images, none shown twice

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from diffusion_lit import cli, export, sample
 from diffusion_lit.diffusion.guidance import Guidance
-from diffusion_lit.page.actions import Models, Page
+from diffusion_lit.page.actions import Limits, Models, Page
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.train import train
 
@@ -81,7 +81,8 @@ def test_an_export_records_the_guidance_chosen_for_it(trained_run, tmp_path):
     original = TextToImage.from_checkpoint(ckpt, device="cpu")
     torch.testing.assert_close(draw(exported), draw(original, **CHOSEN), rtol=0, atol=0)
     # the page's guidance slider starts at the model's own
-    page = Page(Models("cpu"), tmp_path, tmp_path / "demo", 8, cli.compose("sample"))
+    models = Models("cpu", tmp_path, ckpt, allow_any_path=True)  # the export lies in no run
+    page = Page(models, tmp_path, tmp_path / "demo", Limits(), cli.compose("sample"))
     assert page.describe_model(str(folder), True, 5)[2].value == 3.0
     assert page.describe_model(str(ckpt), True, 5)[2].value == 1.5
 

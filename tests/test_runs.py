@@ -190,8 +190,14 @@ def test_prune_dry_run_names_the_files_and_deletes_nothing(tmp_path, capsys):
     main(["prune", str(run), "--keep", "1"])
     out = capsys.readouterr().out
     assert ckpt_names(run) == before
-    assert "keep    best-epoch001.ckpt" in out and "keep    last.ckpt" in out
-    assert "delete  best-epoch000.ckpt" in out and "delete  best-epoch002.ckpt" in out
+    checkpoints = (run / "checkpoints").resolve()  # each file shown where it really is
+    for action, name in [
+        ("keep  ", "best-epoch001.ckpt"),
+        ("keep  ", "last.ckpt"),
+        ("delete", "best-epoch000.ckpt"),
+        ("delete", "best-epoch002.ckpt"),
+    ]:
+        assert f"{action}  {checkpoints / name}" in out  # fmt: skip
     assert "--yes" in out
 
 

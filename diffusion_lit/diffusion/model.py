@@ -8,8 +8,24 @@ from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.precision import for_sampling
 from diffusion_lit.diffusion.samplers import StepCallback, run_sampler
 from diffusion_lit.diffusion.schedule import NoiseSchedule
+from diffusion_lit.errors import UserError
 from diffusion_lit.text.embedding import TextEmbedding
 from diffusion_lit.text.prompt_bank import PromptBank
+
+
+class NonFiniteImage(UserError, FloatingPointError):
+    """The model drew an image that is not finite (NaN or inf): it is never returned. ``image``
+    is its index in the batch drawn, ``step`` the first denoising step (of ``steps``) where the
+    prediction was not finite."""
+
+    def __init__(self, image: int, step: int, steps: int, prompt: str | None = None):
+        self.image, self.step, self.steps, self.prompt = image, step, steps, prompt
+        which = f"for {prompt!r}" if prompt is not None else f"(image {image} of the batch)"
+        super().__init__(
+            f"The model drew a non-finite image (NaN or inf) {which} from denoising step {step} "
+            f"of {steps}; nothing of it was kept. Its weights overflow there: sample with "
+            "precision=32, or use another checkpoint of the run."
+        )
 
 
 class DiffusionModel:
@@ -79,30 +95,53 @@ class DiffusionModel:
 
         was_training = self.net.training
         self.net.eval()
+        images = []
         try:
-            images = [
-                self._denoise(chunk, guidance, options, generator, bf16, progress, counted(k))
-                for k, chunk in enumerate(chunks)
-            ]
+            for k, chunk in enumerate(chunks):
+                try:
+                    images.append(
+                        self._denoise(
+                            chunk, guidance, options, generator, bf16, progress, counted(k)
+                        )
+                    )
+                except NonFiniteImage as err:  # its index among all images drawn
+                    raise NonFiniteImage(k * size + err.image, err.step, err.steps) from None
         finally:
             self.net.train(was_training)
         return ((torch.cat(images).float().cpu() + 1) / 2).clamp(0, 1), guidance
 
     def _denoise(self, text, guidance, options, generator, bf16, progress, callback):
-        """One batch, from the starting noise to images in [−1, 1]."""
+        """One batch, from the starting noise to images in [−1, 1]; refuses to return an image
+        that is not finite (:class:`NonFiniteImage`)."""
         x = torch.randn((len(text), *self.image_shape), generator=generator)
         x = x.to(self.device, memory_format=self.memory_format)
         text = text.map(lambda z: z.to(self.device))
+        # per image, the first step whose prediction was not finite, kept on the device: the
+        # sampler's steps make no host sync for it
+        first_bad = torch.full((len(text),), -1, device=self.device)
+        steps = 0
 
         def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            nonlocal first_bad, steps
             # bf16-mixed: the network's passes in bfloat16 autocast, the sampler's sums in fp32
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                return guidance.noise(self.predict, self.schedule, x_t, t, text)
+                eps = guidance.noise(self.predict, self.schedule, x_t, t, text)
+            bad = ~eps.flatten(1).isfinite().all(1)
+            first_bad = torch.where(bad & (first_bad < 0), steps, first_bad)
+            steps += 1
+            return eps
 
-        return run_sampler(
+        x = run_sampler(
             options.sampler, noise, self.schedule, x, options.steps, generator, options.eta,
             progress, spacing=options.timestep_spacing, callback=callback,
         )  # fmt: skip
+        first_bad = torch.where(
+            ~x.flatten(1).isfinite().all(1) & (first_bad < 0), steps - 1, first_bad
+        )
+        if (first_bad >= 0).any():  # one host sync a batch
+            image = int((first_bad >= 0).nonzero()[0])
+            raise NonFiniteImage(image, int(first_bad[image]) + 1, steps)
+        return x
 
     def sample_classes(
         self, num_per_class: int, options: SamplingOptions | None = None

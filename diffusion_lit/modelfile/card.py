@@ -20,11 +20,10 @@ def card_grid(model: DiffusionModel, ckpt_path: Path, path: Path, steps: int) ->
     run's final sample grid when there is one, else a fresh grid (4 per class, ``steps`` DDPM
     steps); returns where it came from."""
     run = RunDir.of_checkpoint(ckpt_path)
-    found = [
-        *(d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)),
-        *([run.final_grid] if run else []),
-    ]
-    existing = [p for p in found if p.is_file()]
+    found = [d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)]
+    found += [run.final_grid] if run else []
+    # only files that lie where they seem to: the run's, or beside a checkpoint of no run
+    existing = [p for p in found if (run.file(p) if run else p.is_file() and not p.is_symlink())]
     if existing:
         shutil.copyfile(existing[-1], path)
         return f"copied from `{existing[-1]}`"

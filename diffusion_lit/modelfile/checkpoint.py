@@ -3,6 +3,7 @@ tensors and plain containers only, and the model spec in it is checked before an
 from it."""
 
 import logging
+import zipfile
 from pathlib import Path
 
 import torch
@@ -10,6 +11,13 @@ import torch
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError, first_line
 from diffusion_lit.modelfile.spec import ModelSpec
+from diffusion_lit.modelfile.weights import (
+    check_finite,
+    check_net,
+    check_prompts,
+    expected_net,
+    shapes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +34,10 @@ def existing(path: str | Path, key: str = "ckpt_path", hint: str = HINT) -> Path
     return path
 
 
-def read_checkpoint(path: str | Path, mmap: bool = False) -> tuple[dict, ModelSpec]:
-    """A training checkpoint's contents (tensors and plain values only) and its checked model
-    spec; fails with one line for a missing, empty, truncated or foreign file and for a spec
-    that names anything outside this project's components."""
+def read_checkpoint(path: str | Path) -> tuple[dict, ModelSpec]:
+    """A training checkpoint's contents (tensors and plain values only, memory-mapped) and its
+    checked model spec; fails with one line for a missing, empty, truncated, inflating or
+    foreign file and for a spec that names anything outside this project's components."""
     path = existing(path)
     if not path.is_file():
         raise UserError(
@@ -40,8 +48,9 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> tuple[dict, ModelSp
             f"Checkpoint {path} is empty (0 bytes), perhaps from a full disk or an interrupted "
             "copy: pass another checkpoint, e.g. <run dir>/checkpoints/last.ckpt."
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    check_archive(path)
+    try:  # mmap: the tensors stay in the file until they are copied into a model
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # truncated, another format, or pickled code weights_only refuses
         raise UserError(
             f"{path} is not a readable diffusion_lit checkpoint ({type(err).__name__}: "
@@ -55,6 +64,28 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> tuple[dict, ModelSp
     return ckpt, ModelSpec.read(ckpt.get("hyper_parameters"), str(path))
 
 
+def check_archive(path: Path) -> None:
+    """A checkpoint is a zip archive whose members torch stores uncompressed: refuses, before
+    anything is inflated, another format and members that would inflate beyond the file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UserError(
+            f"{path} is not a readable diffusion_lit checkpoint ({type(err).__name__}: "
+            f"{first_line(err)}); pass a .ckpt written by python -m diffusion_lit.train."
+        ) from err
+    inflated = sum(m.file_size for m in members)
+    if inflated > path.stat().st_size or any(
+        m.compress_type != zipfile.ZIP_STORED for m in members
+    ):
+        raise UserError(
+            f"{path} holds compressed members that inflate to {inflated:,} bytes from a file "
+            f"of {path.stat().st_size:,}: a checkpoint stores its tensors as they are, so this "
+            "is not one (perhaps a zip bomb); it was not read."
+        )
+
+
 def has_ema(ckpt: dict) -> bool:
     """Whether the checkpoint holds EMA weights: Lightning's weight averaging keeps them as its
     ``state_dict`` and moves the raw trained ones to ``current_model_state``."""
@@ -66,41 +97,20 @@ def model_from_checkpoint(
 ) -> DiffusionModel:
     """The model in a checkpoint read by :func:`read_checkpoint` from ``path``: its EMA weights
     (``use_ema``, when it has them) or its raw trained ones."""
-    model = spec.build(source=str(path))
     if use_ema and not has_ema(ckpt):
         log.info("%s holds no EMA weights; using the trained weights.", path)
     state = ckpt["state_dict"] if use_ema or not has_ema(ckpt) else ckpt["current_model_state"]
-    load_weights(model.net, _strip(state, "net."), f"{path} (net)")
-    model.prompts.load_state_dict(_strip(state, "prompts."))
+    net, prompts = _strip(state, "net."), _strip(state, "prompts.")
+    if not all(isinstance(v, torch.Tensor) for v in (*net.values(), *prompts.values())):
+        raise UserError(f"{path} holds weights that are not tensors; it was not loaded.")
+    check_net(expected_net(spec, str(path)), shapes(net), f"{path} (net)")
+    check_prompts(spec, shapes(prompts), f"{path} (prompts)")
+    check_finite(net | prompts, str(path))
+    model = spec.build(source=str(path))
+    model.net.load_state_dict(net)
+    model.prompts.load_state_dict(prompts)
     return model
 
 
 def _strip(state: dict, prefix: str) -> dict:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-
-
-def load_weights(net: torch.nn.Module, state: dict, source: str) -> None:
-    """``net.load_state_dict(state)``, failing with one line that says what does not match."""
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    reshaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or reshaped:
-        problems = [
-            f"{len(missing)} weights missing ({', '.join(missing[:3])})" if missing else "",
-            f"{len(unexpected)} unknown ({', '.join(unexpected[:3])})" if unexpected else "",
-            f"{len(reshaped)} of another shape, file vs model ({'; '.join(reshaped[:3])})"
-            if reshaped
-            else "",
-        ]
-        raise UserError(
-            f"{source} does not fit the model its configuration describes: "
-            f"{', '.join(p for p in problems if p)}. The weights come from another model or "
-            "configuration: use the config and weights written together by one training run or "
-            "export."
-        )
-    net.load_state_dict(state)

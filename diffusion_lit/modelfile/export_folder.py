@@ -8,12 +8,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError, first_line
-from diffusion_lit.modelfile.checkpoint import load_weights
 from diffusion_lit.modelfile.spec import SPEC_VERSION, ModelSpec
+from diffusion_lit.modelfile.weights import check_finite, check_net, check_prompts, expected_net
 
 EXPORT_FORMAT = "diffusion_lit-export"
 CONFIG, WEIGHTS, PROMPTS = "config.json", "model.safetensors", "prompts.safetensors"
@@ -29,7 +30,13 @@ def is_export(path: Path) -> bool:
 
 
 def check_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuses an ``out_dir`` that exists, unless ``overwrite`` and it is an export itself."""
+    """Refuses an ``out_dir`` that exists, unless ``overwrite`` and it is an export itself, and
+    one that is a link (replacing it would replace the link, not what it points to)."""
+    if out_dir.is_symlink():
+        raise UserError(
+            f"{out_dir} is a link to {out_dir.resolve()}: pass out_dir=<that folder itself> or "
+            "another out_dir=; nothing was changed."
+        )
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir} already exists: pass overwrite=true or another out_dir=.")
     if out_dir.exists() and not is_export(out_dir):
@@ -100,27 +107,63 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 
 def read_export(path: Path) -> tuple[ModelSpec, DiffusionModel]:
-    """The spec and model of an export folder, read as data."""
+    """The spec and model of an export folder, read as data: the config parsed within bounds,
+    the tensors' names and shapes checked against the spec from the files' headers before any
+    tensor is read, then every value checked finite."""
     files = [path / name for name in (CONFIG, WEIGHTS, PROMPTS)]
     if not all(f.is_file() for f in files):
         raise UserError(
             f"{path} is not a diffusion_lit export: it needs {', '.join(f.name for f in files)}; "
             "write one with python -m diffusion_lit.export ckpt_path=<ckpt> out_dir=<dir>."
         )
-    try:
-        config = json.loads(files[0].read_text(encoding="utf-8"))
-        weights, prompts = load_file(files[1]), load_file(files[2])
-    except (ValueError, OSError) as err:  # not JSON / not safetensors / unreadable
-        raise UserError(
-            f"{path} is not a readable diffusion_lit export ({type(err).__name__}: "
-            f"{first_line(err)}); export the checkpoint again."
-        ) from err
-    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
-        raise UserError(f"{files[0]} is not a diffusion_lit export config (no format field).")
+    config = _read_config(files[0])
     # format 1 kept the spec, in its own format, under hyper_parameters
     data = config.get("spec") if config.get("version") != 1 else config.get("hyper_parameters")
     spec = ModelSpec.read(data, str(files[0]))
+    check_net(expected_net(spec, str(files[0])), _shapes(files[1]), str(files[1]))
+    check_prompts(spec, _shapes(files[2]), str(files[2]))
+    weights, prompts = _tensors(files[1]), _tensors(files[2])
+    check_finite(weights | prompts, str(path))
     model = spec.build(source=str(files[0]))
-    load_weights(model.net, weights, str(files[1]))
+    model.net.load_state_dict(weights)
     model.prompts.load_state_dict(prompts)
     return spec, model
+
+
+# a model's config.json is a few kilobytes: this bounds what is parsed
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than a model's config holds")
+        config = json.loads(path.read_bytes())
+    except (ValueError, OSError, RecursionError) as err:  # not JSON, nested too deep, unreadable
+        raise _unreadable(path, err) from err
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{path} is not a diffusion_lit export config (no format field).")
+    return config
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensors' names and shapes, from the file's header alone."""
+    try:
+        with safe_open(path, "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:  # truncated, a lying header, not one
+        raise _unreadable(path, err) from err
+
+
+def _tensors(path: Path) -> dict:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: BaseException) -> UserError:
+    return UserError(
+        f"{path} is not a readable diffusion_lit export file ({type(err).__name__}: "
+        f"{first_line(err)}); export the checkpoint again."
+    )

@@ -28,7 +28,7 @@ from torch import nn
 from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.diffusion.schedule import NoiseSchedule
-from diffusion_lit.errors import BadValue, UserError
+from diffusion_lit.errors import BadValue, UserError, show
 from diffusion_lit.models import SimpleUNet, TextGuidedUNet
 from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
 
@@ -144,9 +144,13 @@ class ModelSpec:
         """The model this spec describes, with fresh weights; ``net`` instead of the UNet it
         names (training builds its own from the config). ``source``: the file it was read from,
         named in the error when a value is not one its class takes."""
-        net = net if net is not None else self._build("net", source)
+        schedule = self._build("schedule", source)  # first: the UNet may take its T
+        net = net if net is not None else self.build_net(source)
         prompts = PromptBank(self.class_names, self.class_prompts)
-        return DiffusionModel(net, self._build("schedule", source), prompts, self.guidance)
+        return DiffusionModel(net, schedule, prompts, self.guidance)
+
+    def build_net(self, source: str | None = None) -> nn.Module:
+        return self._build("net", source)
 
     def build_text_encoder(self) -> TextEncoder:
         return self._build("text_encoder")
@@ -160,7 +164,8 @@ class ModelSpec:
             if source is None:
                 raise err.under(group) from None
             raise UserError(
-                f"{source} is damaged or not a diffusion_lit model: {err.under(group)}"
+                f"{source} is damaged or not a diffusion_lit model: its {group}.{err.key}="
+                f"{show(err.value)} is not {err.expected}; it was not loaded."
             ) from err
 
 

@@ -2,20 +2,24 @@
 over the Python API and the run housekeeping, with no sampling logic of its own."""
 
 import functools
+import gc
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
+import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from diffusion_lit import checks, cli
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.errors import UserError
 from diffusion_lit.export import export
 from diffusion_lit.modelfile.checkpoint import existing
-from diffusion_lit.pipeline import TextToImage, slugify
+from diffusion_lit.pipeline import TextToImage, prompt_folders
 from diffusion_lit.runs.housekeeping import compare_table, list_rows
 from diffusion_lit.runs.layout import RunDir
 from diffusion_lit.runs.summary import find_runs, summarize
@@ -35,20 +39,103 @@ def answered_in_page(fn):
     return wrapper
 
 
-class Models:
-    """The pipelines the page has loaded, by checkpoint, its file time and the weights, so each
-    is read once and a checkpoint rewritten by a running training is read again."""
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the page (``conf/demo.yaml``), so that no visitor's job
+    grows without bound or keeps the others waiting long: prompts, images per prompt, steps,
+    network passes in all (prompts × images × steps, twice each for guidance) and characters
+    in a prompt."""
 
-    def __init__(self, device: str):
-        self.device = device
+    prompts: int = 16
+    images: int = 64
+    steps: int = 1000
+    evaluations: int = 200_000
+    prompt_chars: int = 500
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            checks.integer(f"max_{name}", value, 1, 10**9)
+
+    def check(self, prompts: list[str], num_images, steps) -> None:
+        """Refuses, in a line the page shows, a request beyond the limits."""
+        checks.integer("num_images", num_images, 1, self.images)
+        checks.integer("steps", steps, 1, self.steps)
+        if len(prompts) > self.prompts:
+            raise UserError(
+                f"{len(prompts)} prompts at once is more than this page takes ({self.prompts}): "
+                "send fewer, or run python -m diffusion_lit.sample for more."
+            )
+        if any(len(p) > self.prompt_chars for p in prompts):
+            raise UserError(
+                f"A prompt is longer than {self.prompt_chars} characters: shorten it (the text "
+                "encoder reads only its first few dozen words)."
+            )
+        passes = 2 * len(prompts) * num_images * steps
+        if passes > self.evaluations:
+            raise UserError(
+                f"{len(prompts)} prompts × {num_images} images × {steps} steps is "
+                f"{passes:,} network passes, more than this page's {self.evaluations:,} for one "
+                "request: ask for fewer images or steps."
+            )
+
+
+class Models:
+    """The pipelines the page may load and has loaded. It loads only the checkpoint it was
+    started with and the checkpoints and exports of the runs under ``runs_dir`` (with
+    ``allow_any_path``, for a trusted local user, any path), and answers every other path alike,
+    so that the box tells a visitor nothing of the server's files. Each is read once per file
+    time and weights, so a checkpoint rewritten by a running training is read again."""
+
+    def __init__(self, device: str, runs_dir: Path, start: Path, allow_any_path: bool = False):
+        self.device, self.runs_dir, self.start = device, runs_dir, start
+        self.allow_any_path = allow_any_path
         self._load = functools.lru_cache(maxsize=4)(self._read)
+
+    def choices(self) -> list[str]:
+        """The models the page offers: the one it started with, then those of its runs."""
+        found = [self.start]
+        for run in map(RunDir, run_paths(self.runs_dir)):
+            found += [*run.checkpoint_files(), *run.exports()]
+        return list(dict.fromkeys(map(str, found)))
 
     def _read(self, path: str, mtime: float, use_ema: bool) -> TextToImage:
         return TextToImage.from_checkpoint(path, device=self.device, use_ema=use_ema)
 
     def get(self, path: str, use_ema: bool) -> TextToImage:
-        checked = existing(checks.path("ckpt_path", (path or "").strip() or None))
+        path = (path or "").strip()
+        if not self.allow_any_path and path not in self.choices():
+            raise UserError(
+                f"Choose one of this page's models: the checkpoints and exports of the runs "
+                f"under {self.runs_dir} (started with allow_any_path=true, any path)."
+            )
+        checked = existing(checks.path("ckpt_path", path or None))
         return self._load(str(checked), checked.stat().st_mtime, use_ema)
+
+
+def run_paths(runs_dir: Path) -> list[str]:
+    """The runs under ``runs_dir``, oldest first; none yet is an empty list, not an error."""
+    try:
+        return [str(p) for p in find_runs([str(runs_dir)])]
+    except UserError:
+        return []
+
+
+# what the Runs tab shows of a run: its newest sample grids, each PNG no larger than this
+MAX_GRIDS, MAX_IMAGE_BYTES = 24, 8 * 2**20
+
+
+def run_image(run: RunDir, path: Path) -> Image.Image | None:
+    """One of the run's PNGs as a picture (not a path: the page serves no file of the run),
+    None when it is not the run's, too large or unreadable."""
+    path = run.file(path)
+    try:
+        if path is None or path.stat().st_size > MAX_IMAGE_BYTES:
+            return None
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, Image.DecompressionBombError):
+        return None
 
 
 def prompt_lines(text: str) -> list[str]:
@@ -66,13 +153,15 @@ def vocabulary(pipe: TextToImage) -> str:
 
 class Page:
     """The page's actions, one method per button; each returns what its outputs show.
-    ``defaults``: the sample CLI's config, which the Generate tab starts from."""
+    ``defaults``: the sample CLI's config, which the Generate tab starts from. A run, a
+    checkpoint or a comparison is only ever one of the runs under ``runs_dir``: the page reads,
+    writes and shows nothing else, whatever a request names."""
 
     def __init__(
-        self, models: Models, runs_dir: Path, out_dir: Path, max_images: int, defaults: DictConfig
+        self, models: Models, runs_dir: Path, out_dir: Path, limits: Limits, defaults: DictConfig
     ):
         self.models, self.runs_dir, self.out_dir = models, runs_dir, out_dir
-        self.max_images, self.defaults = max_images, defaults
+        self.limits, self.defaults = limits, defaults
         self.stops: dict[str, threading.Event] = {}  # by browser session
 
     # Generate
@@ -92,11 +181,12 @@ class Page:
         progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for it
     ):
         prompts = prompt_lines(text)
+        num_images, steps = as_int(num_images), as_int(steps)
+        self.limits.check(prompts, num_images, steps)
         # the sample CLI's options with the page's values, checked as the command line checks them
-        chosen = {"guidance_scale": guidance_scale, "sampler": sampler,
-                  "steps": as_int(steps), "seed": as_int(seed)}  # fmt: skip
+        chosen = {"guidance_scale": guidance_scale, "sampler": sampler, "steps": steps,
+                  "seed": as_int(seed)}  # fmt: skip
         options = SamplingOptions.from_config(OmegaConf.merge(self.defaults, chosen))
-        num_images = checks.integer("num_images", as_int(num_images), 1, self.max_images)
         pipe = self.models.get(ckpt_path, checks.flag("use_ema", use_ema))
         stop = self.stops[session.session_hash] = threading.Event()
 
@@ -106,13 +196,18 @@ class Page:
             progress((done, total), desc="sampling", unit="steps")
 
         start = time.perf_counter()
-        out = pipe(prompts, num_images, options=options, progress=False, callback=step)
+        try:
+            out = pipe(prompts, num_images, options=options, progress=False, callback=step)
+        finally:  # a finished or stopped job gives its memory back
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         seconds = time.perf_counter() - start
         folder = self.out_dir / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         grid = pipe.save(out.images, prompts, folder)
         gallery = [
-            (str(folder / slugify(prompt) / f"{i:03d}.png"), prompt)
-            for prompt in prompts
+            (str(folder / name / f"{i:03d}.png"), prompt)
+            for prompt, name in zip(prompts, prompt_folders(prompts), strict=True)
             for i in range(num_images)
         ]
         info = (
@@ -137,14 +232,14 @@ class Page:
 
     # Runs
 
-    def run_paths(self) -> list[str]:
-        try:
-            return [str(p) for p in find_runs([str(self.runs_dir)])]
-        except UserError:  # no runs yet: an empty table, not an error
-            return []
+    def run(self, path: str | None) -> RunDir:
+        """``path`` as one of the runs under ``runs_dir``; refused, alike, when it is not."""
+        if path not in run_paths(self.runs_dir):
+            raise UserError(f"Choose one of the runs under {self.runs_dir}.")
+        return RunDir(path)
 
     def runs_table(self):
-        paths = self.run_paths()
+        paths = run_paths(self.runs_dir)
         rows = list_rows([summarize(Path(p)) for p in paths])
         header = list(rows[0]) if rows else ["run"]
         table = gr.Dataframe(value=[list(r.values()) for r in rows], headers=header)
@@ -155,18 +250,18 @@ class Page:
     def show_run(self, path: str | None):
         if not path:
             return None, [], "", "", "", gr.Dropdown(choices=[], value=None)
-        run = RunDir(path)
-        curves = str(run.curves) if run.curves.is_file() else None
-        grids = [(str(p), p.stem.replace("_", " ")) for p in sorted(run.samples.glob("*.png"))]
-        accuracy = read_text(run.accuracy_log) or "(no accuracy_log.txt)"
+        run = self.run(path)
+        grids = [(image, p.stem.replace("_", " ")) for p in sorted(run.samples.glob("*.png"))
+                 [-MAX_GRIDS:] if (image := run_image(run, p)) is not None]  # fmt: skip
+        accuracy = run.text(run.accuracy_log) or "(no accuracy_log.txt)"
         evaluations = "\n\n".join(
-            f"### {d.name}\n\n{read_text(d / 'eval.md')}" for d in run.evaluations()
+            f"### {d.name}\n\n{run.text(d / 'eval.md') or ''}" for d in run.evaluations()
         )
-        config = read_text(run.config) or "(no .hydra/config.yaml)"
-        ckpts = sorted(str(p) for p in run.checkpoints.glob("*.ckpt"))
+        config = run.text(run.config) or "(no .hydra/config.yaml)"
+        ckpts = [str(p) for p in run.checkpoint_files()]
         last = str(run.last_checkpoint) if str(run.last_checkpoint) in ckpts else None
         return (
-            curves,
+            run_image(run, run.curves),
             grids,
             accuracy,
             evaluations or "(no evaluations: python -m diffusion_lit.evaluate ckpt_path=...)",
@@ -178,22 +273,24 @@ class Page:
     def compare(self, paths: list[str] | None) -> str:
         if not paths or len(paths) < 2:
             raise UserError("Choose two or more runs to compare.")
-        return compare_table([Path(p) for p in paths])
+        return compare_table([self.run(p).path for p in paths])
 
     @answered_in_page
     def export(self, ckpt_path: str | None, use_ema: bool, overwrite: bool) -> str:
-        if not ckpt_path:
-            raise UserError("Choose a checkpoint of the run to export.")
+        runs = map(RunDir, run_paths(self.runs_dir))
+        if ckpt_path not in {str(p) for run in runs for p in run.checkpoint_files()}:
+            raise UserError("Choose a checkpoint of one of the runs to export.")
         cfg = cli.compose("export")  # the export CLI's options, with the page's choices
         cfg.merge_with({"ckpt_path": ckpt_path, "use_ema": use_ema, "overwrite": overwrite})
         return f"Exported to `{export(cfg)}`"
 
-    @staticmethod
-    def use_checkpoint(ckpt_path: str | None):
+    def use_checkpoint(self, ckpt_path: str | None):
         """Puts a run's checkpoint into the Generate tab and shows that tab."""
         if not ckpt_path:
             raise gr.Error("Choose a checkpoint first.", print_exception=False)
-        return ckpt_path, gr.Tabs(selected="generate")
+        return gr.Dropdown(choices=self.models.choices(), value=ckpt_path), gr.Tabs(
+            selected="generate"
+        )
 
 
 def steps_box(pipe: TextToImage, steps: float | None, **kwargs) -> gr.Number:
@@ -211,10 +308,3 @@ def as_int(x):
     """A whole number from a number box (Gradio gives floats), anything else unchanged so the
     checks name it."""
     return int(x) if isinstance(x, float) and x.is_integer() else x
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""

@@ -17,7 +17,14 @@ import gradio as gr
 
 from diffusion_lit import checks, cli
 from diffusion_lit.diffusion.samplers import SAMPLERS
-from diffusion_lit.page.actions import Models, Page, guidance_slider, steps_box, vocabulary
+from diffusion_lit.page.actions import (
+    Limits,
+    Models,
+    Page,
+    guidance_slider,
+    steps_box,
+    vocabulary,
+)
 
 # no web fonts: Gradio's default theme would fetch IBM Plex from Google
 THEME = gr.themes.Default(
@@ -31,12 +38,17 @@ def build_app(
     runs_dir: str | Path = "outputs",
     out_dir: str | Path = "outputs/demo",
     device: str = "auto",
-    max_images: int = 64,
+    limits: Limits | None = None,
+    allow_any_path: bool = False,
+    concurrency: int = 1,
 ) -> gr.Blocks:
-    """The page (not yet launched); ``ckpt_path`` is what the Generate tab starts with, and
-    the sample CLI's options are its defaults."""
+    """The page (not yet launched); ``ckpt_path`` is what the Generate tab starts with, the
+    sample CLI's options are its defaults, ``limits`` bound each request, and ``concurrency``
+    requests sample at once (the others wait their turn)."""
     defaults = cli.compose("sample")
-    page = Page(Models(device), Path(runs_dir), Path(out_dir), max_images, defaults)
+    limits = limits or Limits()
+    models = Models(device, Path(runs_dir), Path(ckpt_path), allow_any_path)
+    page = Page(models, Path(runs_dir), Path(out_dir), limits, defaults)
     first = page.models.get(str(ckpt_path), defaults.use_ema)  # a bad checkpoint stops the start
     with gr.Blocks(title="diffusion_lit", analytics_enabled=False) as app:
         gr.Markdown("# diffusion_lit")
@@ -44,7 +56,10 @@ def build_app(
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=2):
-                        ckpt = gr.Textbox(str(ckpt_path), label="Checkpoint (.ckpt or export)")
+                        ckpt = gr.Dropdown(
+                            models.choices(), value=str(ckpt_path), allow_custom_value=True,
+                            label="Checkpoint (.ckpt or export)", elem_id="checkpoint",
+                        )  # fmt: skip
                         prompts = gr.Textbox(
                             "\n".join(first.default_prompts[:2]),
                             lines=3,
@@ -58,8 +73,8 @@ def build_app(
                             stop_button = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=1):
                         num_images = gr.Slider(
-                            1, max_images, value=min(defaults.num_images, max_images), step=1,
-                            label="Images per prompt",
+                            1, limits.images, value=min(defaults.num_images, limits.images),
+                            step=1, label="Images per prompt",
                         )  # fmt: skip
                         guidance = guidance_slider(
                             first, minimum=0, maximum=10, step=0.1, label="Guidance scale"
@@ -94,7 +109,7 @@ def build_app(
                     export_button = gr.Button("Export")
                 exported = gr.Markdown()
                 with gr.Row():
-                    curves = gr.Image(label="curves.png", type="filepath")
+                    curves = gr.Image(label="curves.png", type="pil")
                     grids = gr.Gallery(
                         label="Sample grids", columns=2, height=420, elem_id="run-grids"
                     )
@@ -114,11 +129,11 @@ def build_app(
             [ckpt, prompts, num_images, guidance, sampler, steps, seed, use_ema],
             [gallery, grid, info],
             api_name="generate",
-            concurrency_limit=1,  # one job at a time: each waits its turn in the queue
+            concurrency_limit=concurrency,  # the others wait their turn in the queue
         )
         stop_button.click(page.stop, None, None, cancels=[job], api_name="stop")
         reseed.click(lambda: random.randint(0, checks.MAX_SEED), None, seed, api_name=False)
-        for changed in (ckpt.submit, ckpt.blur, use_ema.change):
+        for changed in (ckpt.input, use_ema.change):
             changed(
                 page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance],
                 api_name=False,
@@ -139,9 +154,10 @@ def build_app(
     return app
 
 
-def launch(app: gr.Blocks, host: str, port: int | None, allowed: list[str], block: bool = True):
+def launch(app: gr.Blocks, host: str, port: int | None, out_dir: Path, block: bool = True):
     """Serves the page on ``host:port`` only: no share link, no server-side rendering (a Node
-    process), errors shown in the page."""
+    process), errors shown in the page; of the server's files, only the page's own outputs
+    (``out_dir``), and no uploads (the page takes none)."""
     return app.queue().launch(
         server_name=host,
         server_port=port,
@@ -149,7 +165,8 @@ def launch(app: gr.Blocks, host: str, port: int | None, allowed: list[str], bloc
         ssr_mode=False,
         show_error=True,
         theme=THEME,
-        allowed_paths=allowed,
+        allowed_paths=[str(out_dir)],
+        max_file_size=1,  # bytes: Gradio's upload route refuses any real file
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,
         quiet=not block,

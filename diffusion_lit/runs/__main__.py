@@ -52,8 +52,9 @@ def prune_runs(args: argparse.Namespace) -> None:
     doomed = []
     for run_dir, kept, deleted in plans:
         print(f"{run_dir}: keep {len(kept)}, delete {len(deleted)}")
-        rows = [["keep", c.path.name, describe(c)] for c in kept]
-        rows += [["delete", c.path.name, describe(c)] for c in deleted]
+        # each file where it really is: a link shows its target
+        rows = [["keep", str(c.path.resolve()), describe(c)] for c in kept]
+        rows += [["delete", str(c.path.resolve()), describe(c)] for c in deleted]
         if rows:
             print(format_table(["", "checkpoint", "saved with"], rows))
         doomed += [c.path for c in deleted]

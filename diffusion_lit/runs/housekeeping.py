@@ -155,10 +155,14 @@ def rank(ckpts: list[Checkpoint]) -> list[Checkpoint]:
 
 def prune_plan(run_dir: Path, keep: int) -> tuple[list[Checkpoint], list[Checkpoint]]:
     """(kept, deleted): the ``keep`` best-scored checkpoints are kept, and last.ckpt (with what
-    it links to, for save_last="link") and unreadable files whatever their score."""
-    files = sorted(RunDir(run_dir).checkpoints.glob("*.ckpt"))
+    it links to, for save_last="link"), unreadable files and files that lie outside the run
+    (a link out of it) whatever their score."""
+    run = RunDir(run_dir)
+    files = sorted(run.checkpoints.glob("*.ckpt"))
+    outside = [Checkpoint(p, note="outside the run, left alone") for p in files if not run.file(p)]
+    files = [p for p in files if run.file(p)]
     pinned = {p.resolve() for p in files if RunDir.is_last(p)}
-    kept = [
+    kept = outside + [
         Checkpoint(p, note="last" if RunDir.is_last(p) else "what last.ckpt links to")
         for p in files
         if p.resolve() in pinned

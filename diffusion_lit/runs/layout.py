@@ -1,8 +1,13 @@
 """A training run directory's layout: :class:`RunDir`, the one place that knows where a run
-keeps its files (the training configs name them through the ``${run_file:...}`` resolver)."""
+keeps its files (the training configs name them through the ``${run_file:...}`` resolver), and
+that a run's files are only those inside it: a link that leads out of the run is never
+followed, to read, write or delete."""
 
 import re
 from pathlib import Path
+
+# what reading one of a run's text files may take (logs, configs, reports are far smaller)
+MAX_TEXT_BYTES = 64 * 2**20
 
 
 class RunDir:
@@ -54,13 +59,44 @@ class RunDir:
 
     def evaluations(self, checkpoint: str = "*") -> list[Path]:
         """The evaluation folders of this run's checkpoint (by file stem; of any by default)."""
-        return self.evaluation_dirs(self.checkpoints / f"{checkpoint}.ckpt")
+        found = self.evaluation_dirs(self.checkpoints / f"{checkpoint}.ckpt")
+        return [d for d in found if self.inside(d)]
 
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> "RunDir | None":
         """The run a checkpoint was written in (``<run>/checkpoints/x.ckpt``), if any."""
         inside = checkpoint.parent.name == Path(cls.LAST_CHECKPOINT).parent.name
         return cls(checkpoint.parent.parent) if inside else None
+
+    def inside(self, path: Path) -> bool:
+        """Whether ``path`` lies in this run once every link is resolved."""
+        try:
+            return path.resolve().is_relative_to(self.path.resolve())
+        except (OSError, RuntimeError):  # a link loop
+            return False
+
+    def file(self, path: Path) -> Path | None:
+        """``path`` when it is a regular file inside this run, else None."""
+        return path if self.inside(path) and path.is_file() else None
+
+    def text(self, path: Path, limit: int = MAX_TEXT_BYTES) -> str | None:
+        """A text file of this run (at most ``limit`` bytes, else None), as text."""
+        path = self.file(path)
+        try:
+            if path is None or path.stat().st_size > limit:
+                return None
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+
+    def checkpoint_files(self) -> list[Path]:
+        """The run's checkpoint files (``checkpoints/*.ckpt`` inside the run), sorted."""
+        return sorted(p for p in self.checkpoints.glob("*.ckpt") if self.file(p))
+
+    def exports(self) -> list[Path]:
+        """The export folders the export CLI writes by default into ``checkpoints/``."""
+        found = self.checkpoints.glob("export-*/config.json")
+        return sorted(p.parent for p in found if self.file(p))
 
     @classmethod
     def is_last(cls, checkpoint: Path) -> bool:

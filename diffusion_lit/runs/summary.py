@@ -3,6 +3,7 @@ into one row per run (:class:`Run`), and the runs under a folder. Missing or unr
 read as None or empty, so one damaged run never hides the others."""
 
 import csv
+import io
 import json
 import math
 import os
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.errors import UserError
 from diffusion_lit.runs.layout import RunDir
 
+MAX_CONFIG_BYTES = 2**20  # a run's composed config is a few kilobytes
 ACCURACY_LINE = re.compile(r"Epoch#(\d+)\s*:\s*Accuracy\s*≈\s*(\S+)")
 RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")  # hydra's run and sweep dir names
 
@@ -39,11 +42,12 @@ class Run:
 
 
 def read_config(run_dir: Path) -> DictConfig | None:
-    path = RunDir(run_dir).config
-    if not path.is_file():
-        return None
+    text = RunDir(run_dir).text(RunDir(run_dir).config, limit=MAX_CONFIG_BYTES)
     try:
-        cfg = OmegaConf.load(path)
+        # no YAML aliases: Hydra writes none, and a few can expand a small file without bound
+        if text is None or any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text)):
+            return None
+        cfg = OmegaConf.create(text)
     except Exception:  # half-written or hand-edited: the run still lists, with ?
         return None
     return cfg if isinstance(cfg, DictConfig) else None
@@ -51,32 +55,29 @@ def read_config(run_dir: Path) -> DictConfig | None:
 
 def read_accuracy_log(run_dir: Path) -> list[tuple[int, float]]:
     """``(epoch, pseudo-accuracy)`` per line of accuracy_log.txt, in file order."""
-    try:
-        text = RunDir(run_dir).accuracy_log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+    text = RunDir(run_dir).text(RunDir(run_dir).accuracy_log) or ""
     lines = (ACCURACY_LINE.match(line.strip()) for line in text.splitlines())
     return [(int(m[1]), v) for m in lines if m and (v := to_float(m[2])) is not None]
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     """The rows of the CSVLogger's logs/metrics.csv (a metric not logged in a row is '')."""
+    text = RunDir(run_dir).text(RunDir(run_dir).metrics) or ""
     try:
-        with RunDir(run_dir).metrics.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error, UnicodeDecodeError):
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error:
         return []
 
 
 def read_newest_eval(run_dir: Path, checkpoint: str = "*") -> tuple[str, dict] | None:
     """The folder name and contents of the newest readable evaluation of a checkpoint (by file
     stem; any by default)."""
-    files = [d / "eval.json" for d in RunDir(run_dir).evaluations(checkpoint)]
-    files = sorted((f for f in files if f.is_file()), key=lambda p: p.stat().st_mtime)
-    for path in reversed(files):
+    run = RunDir(run_dir)
+    files = [f for d in run.evaluations(checkpoint) if (f := run.file(d / "eval.json"))]
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            return path.parent.name, json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return path.parent.name, json.loads(run.text(path) or "")
+        except (ValueError, RecursionError):
             continue
     return None
 
@@ -85,8 +86,8 @@ def run_date(run_dir: Path) -> str:
     for name in (run_dir.name, run_dir.parent.name):  # <date_time>/ or <date_time>/<job number>/
         if RUN_DATE.fullmatch(name):
             return datetime.strptime(name, "%Y-%m-%d_%H-%M-%S").isoformat(" ")
-    config = RunDir(run_dir).config  # written once, when the run starts
-    mtime = (config if config.is_file() else run_dir).stat().st_mtime
+    config = RunDir(run_dir).file(RunDir(run_dir).config)  # written once, when the run starts
+    mtime = (config or run_dir).stat().st_mtime
     return datetime.fromtimestamp(mtime).isoformat(" ", timespec="seconds")
 
 
@@ -124,7 +125,7 @@ def summarize(run_dir: Path) -> Run:
         eval_accuracy=to_float(result.get("conditional_accuracy")),
         eval_fid_ratio=to_float(result.get("fid_ratio")),
         eval_diversity=to_float(result.get("diversity")),
-        checkpoints=sorted(p.name for p in RunDir(run_dir).checkpoints.glob("*.ckpt")),
+        checkpoints=[p.name for p in RunDir(run_dir).checkpoint_files()],
     )
 
 
@@ -142,7 +143,9 @@ def to_float(value) -> float | None:
 
 def is_run(path: Path) -> bool:
     run = RunDir(path)
-    if run.checkpoints.is_dir() or run.accuracy_log.is_file():
+    if run.checkpoints.is_dir() and run.inside(run.checkpoints):
+        return True
+    if run.file(run.accuracy_log) or run.file(run.metrics):  # what only training writes
         return True
     cfg = read_config(path)  # evaluate and sample runs have a .hydra too, but no trainer
     return cfg is not None and "trainer" in cfg
