@@ -48,6 +48,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/retrieval.py --data digits
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recipe.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/time_to_quality.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/captions.py --baseline
 
 lint: $(STAMP)
 	$(BIN)/ruff check diffusion_lit tests bench

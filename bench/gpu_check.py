@@ -107,7 +107,7 @@ def count_flops(module) -> float:
     size, channels = net.image_size, net.in_channels
     x = torch.randn(n, channels, size, size, device=module.device)
     t = torch.randint(module.schedule.timesteps, (n,), device=module.device)
-    text = module.class_text(torch.arange(n, device=module.device) % 2)
+    text = module.caption_text(torch.arange(n, device=module.device) % 2)
     with FlopCounterMode(display=False) as counter:
         F.mse_loss(module.model.predict(x, t, text), x).backward()
     net.zero_grad(set_to_none=True)

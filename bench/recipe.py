@@ -113,7 +113,7 @@ def config_evaluate(run_dir, data: list[str]):
     n, steps = (2, 5) if SMOKE else (int(option("--images", "50")), 100)
     return config([
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *data, f"images_per_class={n}",
-        "phrasing_images_per_class=0",
+        "phrasing_images_per_class=0", "attribute_images_per_class=0",
         f"steps={steps}", "sampler=ddpm", f"guidance_scale={option('--guidance', '1.5')}",
         f"out_dir={run_dir / 'eval'}",
         f"classifier.dir={OUT / 'classifiers'}",

@@ -54,7 +54,8 @@ def judge(
     return evaluate(config([
         f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}", f"guidance_scale={guidance}",
         f"guidance_interval=[{interval[0]},{interval[1]}]", f"images_per_class={n}",
-        "data.num_workers=0", "phrasing_images_per_class=0", f"out_dir={OUT / 'eval' / name}",
+        "data.num_workers=0", "phrasing_images_per_class=0", "attribute_images_per_class=0",
+        f"out_dir={OUT / 'eval' / name}",
         *judge_dir, *overrides,
     ], name="evaluate"))  # fmt: skip
 

@@ -71,7 +71,7 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
     clock = StepClock(WARMUP)
     batches = iter(datamodule.train_dataloader())
     for _ in range(STEPS):
-        x0, labels = (z.to(device) for z in next(batches))
+        x0, labels, _ = (z.to(device) for z in next(batches))
         clock.start()
         t = torch.randint(schedule.timesteps, (len(x0),), device=device)
         noise = torch.randn_like(x0)

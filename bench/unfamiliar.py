@@ -1,7 +1,9 @@
 """How well the unfamiliar-prompt note separates requests a model can draw from ones it cannot:
-the similarity of each held-out phrasing (drawable, never trained on) and of unrelated requests
-to the nearest training prompt, and at each threshold the share of held-out phrasings let through
-and of unrelated requests flagged. The pipeline flags below ``text.nearest.UNFAMILIAR_BELOW``.
+the similarity of each held-out phrasing (drawable, never trained on: class phrasings, and for a
+model trained on attribute captions the other words for its attributes, "a bold seven", and the
+class × word combinations no caption said) and of unrelated requests to the nearest training
+prompt or caption, and at each threshold the share of held-out phrasings let through and of
+unrelated requests flagged. The pipeline flags below ``text.nearest.UNFAMILIAR_BELOW``.
 
     python bench/unfamiliar.py [ckpt_path] [--heldout conf/heldout/digits.yaml] [--smoke]
 """
@@ -25,11 +27,22 @@ UNRELATED = [
     "the moon at night", "a portrait of a woman", "a mountain lake", "draw a triangle",
     "a bowl of soup", "an airplane in the sky", "a chess board",
 ]  # fmt: skip
+# the same, in the words of the attribute captions, for caption banks
+UNRELATED_WITH_WORDS = ["a thick red car", "a thin cat", "a house, slanted right",
+                        "a thick letter A", "a dark mountain lake", "a large airplane"]  # fmt: skip
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
 
 
 def option(name: str, default: str) -> str:
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+def heldout_combinations(pipe: TextToImage) -> list[str]:
+    """Each attribute word with each class no caption put it with ("a thick two")."""
+    captions = {p for prompts in pipe.training_prompts.values() for p in prompts}
+    return [f"a {word} {name}" for words in pipe.attributes.values() for word in words
+            for name in pipe.model.prompts.class_names
+            if not any(word in c and name in c for c in captions)]  # fmt: skip
 
 
 def main() -> None:
@@ -44,7 +57,12 @@ def main() -> None:
     names = pipe.model.prompts.class_names
     vocab = class_prompts(names, list(heldout.prompt_templates), dict(heldout.class_synonyms or {}))
     drawable = [p for prompts in vocab for p in prompts]
-    unrelated = UNRELATED[:3] if SMOKE else UNRELATED
+    if pipe.attributes:
+        drawable += [t.format(name=n) for ts in (heldout.get("attribute_phrasings") or {}).values()
+                     for t in ts for n in names]  # fmt: skip
+        drawable += heldout_combinations(pipe)
+    unrelated = UNRELATED + (UNRELATED_WITH_WORDS if pipe.attributes else [])
+    unrelated = unrelated[:3] if SMOKE else unrelated
     near_drawable = [f.similarity for f in pipe.read(drawable)]
     near_unrelated = [(f.nearest, f.similarity) for f in pipe.read(unrelated)]
 

@@ -14,6 +14,7 @@ from diffusion_lit import checks, cli
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.precision import for_sampling
 from diffusion_lit.errors import UserError
+from diffusion_lit.evaluation.attributes import attribute_following
 from diffusion_lit.evaluation.judge import judge_for, judge_path
 from diffusion_lit.evaluation.metrics import evaluate_samples, real_sets, standard_metrics, timed
 from diffusion_lit.evaluation.phrasings import phrasing_accuracy
@@ -38,6 +39,7 @@ def check(cfg: DictConfig) -> SamplingOptions:
     checks.path("classifier.dir", cfg.classifier.dir)
     checks.integer("images_per_class", cfg.images_per_class, 1, 100_000)
     checks.integer("phrasing_images_per_class", cfg.phrasing_images_per_class, 0, 100_000)
+    checks.integer("attribute_images_per_class", cfg.attribute_images_per_class, 0, 100_000)
     checks.out_dir("out_dir", cfg.out_dir, optional=True)
     weights = checks.path("inception_weights", cfg.inception_weights, optional=True)
     if weights is not None and not weights.is_file():
@@ -105,6 +107,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "sampling_precision": for_sampling(options.precision, pipe.model.device.type),
         **out.guidance.to_dict(),
         "use_ema": cfg.use_ema, "seed": options.seed,
+        "nearest_prompt": out.options.nearest_prompt,
         "images_per_class": n, "heldout_images": len(heldout[0]),
         "reference_images": len(reference[0]),
         "classifier": str(path), "classifier_accuracy": meta["val_accuracy"],
@@ -117,6 +120,12 @@ def evaluate(cfg: DictConfig) -> dict:
     result |= phrasing_accuracy(
         pipe, judge, heldout_phrasings, classes, cfg.phrasing_images_per_class, options
     )
+    if cfg.attribute_images_per_class:
+        other_words = (heldout_phrasings or {}).get("attribute_phrasings") or {}
+        result |= attribute_following(
+            pipe, datamodule.attributes, datamodule.caption_templates, datamodule.heldout,
+            dict(other_words), reference, classes, cfg.attribute_images_per_class, options,
+        )  # fmt: skip
     out_dir = cfg.out_dir or RunDir.evaluation_dir(Path(cfg.ckpt_path), settings_name(result))
     write_report(result, out.images, Path(out_dir))
     return result

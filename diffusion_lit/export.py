@@ -41,6 +41,7 @@ def export(cfg: DictConfig) -> Path:
     # the guidance the export records (null: the checkpoint's own)
     scale = checks.real("guidance_scale", cfg.guidance_scale, 0, 100, optional=True)
     interval = checks.interval("guidance_interval", cfg.guidance_interval, optional=True)
+    attribute = checks.real("attribute_scale", cfg.attribute_scale, 0, 100, optional=True)
     out_dir = checks.out_dir("out_dir", cfg.out_dir, optional=True)
     if out_dir is None:
         out_dir = default_out_dir(ckpt_path, use_ema)
@@ -52,7 +53,7 @@ def export(cfg: DictConfig) -> Path:
             )
     check_target(out_dir, overwrite)
     ckpt, spec = read_checkpoint(ckpt_path)
-    spec = spec.with_guidance(spec.guidance.over(scale, interval))
+    spec = spec.with_guidance(spec.guidance.over(scale, interval, attribute))
     model = model_from_checkpoint(ckpt, spec, use_ema, ckpt_path)
     weights = "EMA" if use_ema and has_ema(ckpt) else "trained (raw)"
     source = {

@@ -21,6 +21,7 @@ from diffusion_lit.modelfile.spec import ModelSpec
 from diffusion_lit.text import TextEmbedding, TextEncoder
 from diffusion_lit.text.nearest import (
     NearestPrompt,
+    nearest_of,
     nearest_prompts,
     substitution_notes,
     unfamiliar_notes,
@@ -68,7 +69,7 @@ class Generated:
     prompts: list[str]  # as asked
     drawn_as: list[str]  # what each prompt was drawn as: itself or its nearest training prompt
     guidance: Guidance  # what it sampled with: the options' or the model's own
-    options: SamplingOptions
+    options: SamplingOptions  # what it sampled with (the model's own reading where not given)
     found: list[NearestPrompt] = field(default_factory=list)  # each prompt's nearest, if read
 
     @property
@@ -117,12 +118,35 @@ class TextToImage:
 
     @property
     def training_prompts(self) -> dict[str, list[str]]:
-        """Every prompt the model was trained on, by class name."""
+        """Every caption the model was trained on, by class name."""
         bank = self.model.prompts
         return {
             name: list(dict.fromkeys(p))
             for name, p in zip(bank.class_names, bank.class_prompts, strict=True)
         }
+
+    @property
+    def attributes(self) -> dict[str, list[str]]:
+        """The words of each attribute its captions name (``thickness``: thin, thick)."""
+        return self.spec.attributes
+
+    @property
+    def class_prompts(self) -> dict[str, list[str]]:
+        """The captions that name no attribute, by class name: how it was taught each class."""
+        words = [w for ws in self.attributes.values() for w in ws]
+        return {
+            name: [p for p in prompts if not any(w in p for w in words)]
+            for name, prompts in self.training_prompts.items()
+        }
+
+    def vocabulary(self) -> list[str]:
+        """What the model was trained to draw, a line a class and then a line an attribute."""
+        lines = [f"{name}: " + " | ".join(ps) for name, ps in self.class_prompts.items()]
+        lines += [f"{attribute}: " + ", ".join(ws) for attribute, ws in self.attributes.items()]
+        if self.attributes:
+            example = self.training_prompts[self.spec.class_names[-1]][-1]
+            lines.append(f"(its captions combine them, e.g. {example!r})")
+        return lines
 
     def embed(self, prompts: list[str]) -> TextEmbedding:
         """Text embeddings: the saved ones when every prompt is a training prompt, otherwise all
@@ -161,18 +185,37 @@ class TextToImage:
             raise UserError("The prompt list is empty: give at least one prompt.")
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise UserError(f"num_images must be an integer of at least 1, got {num_images!r}.")
+        nearest = (
+            self.spec.nearest_prompt if options.nearest_prompt is None else options.nearest_prompt
+        )
+        options = options.replace(nearest_prompt=nearest)  # the model's own, where not given
         text = self.embed(prompts)
         found = self.read(prompts, text)
-        drawn = [f.drawn_as(options.nearest_prompt) for f in found]
+        drawn = [f.drawn_as(nearest) for f in found]
         text = text if drawn == prompts else self.embed(drawn)
+        base = self.class_only(drawn, text, options)
         text = text.map(lambda z: z.repeat_interleave(num_images, dim=0))
+        base = base and base.map(lambda z: z.repeat_interleave(num_images, dim=0))
         try:
-            images, guidance = self.model.generate(text, options, progress, callback)
+            images, guidance = self.model.generate(text, options, progress, callback, base)
         except NonFiniteImage as err:  # named by its prompt
             prompt = prompts[err.image // num_images]
             raise NonFiniteImage(err.image, err.step, err.steps, prompt) from None
         images = images.view(len(prompts), num_images, *images.shape[1:])
         return Generated(images, prompts, drawn, guidance, options, found)
+
+    def class_only(
+        self, prompts: list[str], text: TextEmbedding, options: SamplingOptions
+    ) -> TextEmbedding | None:
+        """For guidance with a scale of its own for the words beyond the class, each prompt's
+        class alone (``text``: the prompts' embeddings): its nearest training prompt among
+        those that name no attribute ("a seven" for "a thick seven"); None without such
+        guidance, or when every prompt is of its class alone (one network pass fewer)."""
+        if not (self.attributes and options.guidance(self.model.guidance).nested):
+            return None
+        plain = [p for ps in self.class_prompts.values() for p in ps]
+        bases = nearest_of(text, self.model.prompts, plain)
+        return None if bases == prompts else self.model.prompts.stored(bases)
 
     @staticmethod
     def to_pil(images: torch.Tensor) -> list[list[Image.Image]]:

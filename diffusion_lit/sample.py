@@ -39,10 +39,10 @@ def sample(cfg: DictConfig) -> Path | None:
 
 
 def list_prompts(ckpt_path: Path, use_ema: bool) -> None:
-    """``prompts=list``: prints what the model was trained to draw, one class a line."""
+    """``prompts=list``: prints what the model was trained to draw: each class's prompts, a
+    class a line, and the words of each attribute its captions name."""
     pipe = TextToImage.from_checkpoint(ckpt_path, device="cpu", use_ema=use_ema)
-    for name, prompts in pipe.training_prompts.items():
-        print(f"{name}: " + " | ".join(prompts))
+    print("\n".join(pipe.vocabulary()))
 
 
 @cli.command("sample")

@@ -83,7 +83,9 @@ def build_module(cfg: DictConfig, datamodule) -> DiffusionModule:
     the optimizer and its schedule tried once on it, so that a value they refuse stops the run
     here."""
     net = build(cfg.model, "model")
-    spec = model_spec(cfg, datamodule.class_names, datamodule.class_prompts)
+    spec = model_spec(
+        cfg, datamodule.class_names, datamodule.class_prompts, datamodule.attribute_words
+    )
     module = DiffusionModule(
         spec,
         spec.build(net),

@@ -23,6 +23,7 @@ cli.register()  # what the configs need, as every command does before composing 
 # A model and data small enough for a 2-core CPU: 8×8 digits, T = 20, a few channels.
 TINY = [
     "data=digits",
+    "data.attributes=null",  # class prompts; the attribute captions have tests of their own
     "data.image_size=8",
     "data.batch_size=32",
     "data.num_workers=0",

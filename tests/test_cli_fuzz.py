@@ -166,7 +166,7 @@ def test_sample_cli(workspace, run_cli, monkeypatch, drawn):
 @given(drawn=overrides([*SAMPLING, "images_per_class", "data.batch_size", "clip_model"]))
 def test_evaluate_cli(workspace, run_cli, monkeypatch, drawn):
     base = [f"ckpt_path={workspace}/export", "data=digits", "images_per_class=2",
-            "phrasing_images_per_class=1", "steps=2", "device=cpu",
+            "phrasing_images_per_class=1", "attribute_images_per_class=1", "steps=2", "device=cpu",
             f"classifier.dir={workspace}/classifiers",
             f"out_dir={workspace}/evaluations/{next(counter)}"]  # fmt: skip
     fuzz(evaluate, base, drawn, workspace, run_cli, monkeypatch)

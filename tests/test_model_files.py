@@ -174,16 +174,17 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
     pipe = TextToImage.from_checkpoint(tmp_path / "model.ckpt")
     assert pipe.model.net._compiled_call_impl is None
     assert set(pipe.spec.to_dict()) == {
-        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts", "sampling"
+        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
+        "attributes", "sampling",
     }  # fmt: skip
     assert pipe.model.guidance == Guidance()  # it recorded none: the defaults it was sampled with
 
 
 def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
     ckpt = torch.load(format2[0], map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["version"] = 3
+    ckpt["hyper_parameters"]["version"] = 4
     torch.save(ckpt, tmp_path / "model.ckpt")
-    with pytest.raises(UserError, match="format 3.*Upgrade diffusion_lit"):
+    with pytest.raises(UserError, match="format 4.*Upgrade diffusion_lit"):
         TextToImage.from_checkpoint(tmp_path / "model.ckpt")
 
 

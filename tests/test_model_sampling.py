@@ -75,7 +75,8 @@ def test_an_export_records_the_guidance_chosen_for_it(trained_run, tmp_path):
                        "guidance_scale=3", "guidance_interval=[0.4,1]"],
         )  # fmt: skip
     folder = export.export(cfg)
-    assert json.loads((folder / "config.json").read_text())["spec"]["sampling"] == CHOSEN
+    recorded = json.loads((folder / "config.json").read_text())["spec"]["sampling"]
+    assert recorded == CHOSEN | {"nearest_prompt": True}  # a class-prompt model's reading
     assert "guidance 3 on [0.4, 1]" in (folder / "README.md").read_text()
     exported = TextToImage.from_checkpoint(folder, device="cpu")
     original = TextToImage.from_checkpoint(ckpt, device="cpu")

@@ -171,7 +171,7 @@ def test_text_noise_jitters_prompts_in_training_only():
     def text(training: bool, sigma: float):
         module.train(training)
         module.text_noise = sigma
-        return module.class_text(labels, torch.Generator().manual_seed(0))
+        return module.caption_text(labels, generator=torch.Generator().manual_seed(0))
 
     clean = text(True, 0.0)
     noisy = text(True, 0.5)
@@ -183,3 +183,20 @@ def test_text_noise_jitters_prompts_in_training_only():
     assert torch.equal(evaluated.pooled, clean.pooled) and torch.equal(
         evaluated.tokens, clean.tokens
     )
+
+
+def test_nested_guidance_scales_the_words_beyond_the_class_on_their_own():
+    """ε = ε_u + w (ε_base − ε_u) + w_a (ε − ε_base) (InstructPix2Pix's nested form); w_a = w
+    is plain guidance, and without a base prompt it is plain guidance too."""
+    module = tiny_module("simple").eval()
+    x, t, text = inputs(module)
+    base = module.prompts.lookup(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 0, 0]))
+    predict = module.model.predict
+    cond, classed, uncond = predict(x, t, text), predict(x, t, base), predict(x, t, text.null())
+    nested = Guidance(1.5, attribute_scale=4.0).noise(predict, module.schedule, x, t, text, base)
+    torch.testing.assert_close(nested, uncond + 1.5 * (classed - uncond) + 4.0 * (cond - classed))
+    plain = guided_noise(module, x, t, text, 1.5)
+    same = Guidance(1.5, attribute_scale=1.5).noise(predict, module.schedule, x, t, text, base)
+    torch.testing.assert_close(same, plain)
+    no_base = Guidance(1.5, attribute_scale=4.0).noise(predict, module.schedule, x, t, text)
+    torch.testing.assert_close(no_base, plain)

@@ -41,13 +41,16 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     run_dir, _, _ = trained_run
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
-    assert hp["version"] == 2 and hp["net"]["kind"] == "simple"
+    assert hp["version"] == 3 and hp["net"]["kind"] == "simple"
     assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "cosine"
     assert hp["text_encoder"]["kind"] == "minilm" and hp["text_encoder"]["dim"] == 384
     assert set(hp) == {
-        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts", "sampling"
+        "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
+        "attributes", "sampling",
     }  # fmt: skip
-    assert hp["sampling"] == {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0]}
+    assert hp["sampling"] == {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],
+                              "nearest_prompt": True}  # fmt: skip
+    assert hp["attributes"] == {}  # TINY trains on class prompts
     assert hp["class_prompts"][6][0] == "Draw a six" and hp["class_names"][6] == "six"
     assert "Draw a 6" in hp["class_prompts"][6]  # the vocabulary: templates × name and numeral
     assert ckpt["state_dict"]["prompts.pooled"].shape == (10, 32, 384)  # every prompt, encoded
@@ -204,19 +207,24 @@ def test_flowers_train_end_to_end_in_rgb(tmp_path, model):
             "data.persistent_workers=false",
             "data.pin_memory=false",
             "data.val_fraction=0.25",
+            f"data.measure_cache={tmp_path}",
             "debug=fdr",
             f"model={model}",
         ],
         run_dir=tmp_path / "run",
     )
     metrics, objects = train(cfg)
-    module = objects["module"]
-    assert module.spec.class_prompts == [
+    spec = objects["module"].spec
+    assert [prompts[:2] for prompts in spec.class_prompts] == [
         ["Daisy", "Draw a daisy"],
         ["Orchids", "Draw a orchids"],
         ["Tulips", "Draw a tulips"],
     ]
-    assert module.net.in_channels == 3 and "train/loss" in metrics
+    # and captions naming each photo's colour, measured from it
+    colours = spec.attributes["colour"]
+    assert colours and set(colours) <= {"blue", "purple", "pink", "red"}
+    assert f"a {colours[0]} daisy" in spec.class_prompts[0]
+    assert objects["module"].net.in_channels == 3 and "train/loss" in metrics
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tiny_cfg):

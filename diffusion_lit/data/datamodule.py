@@ -1,19 +1,25 @@
 """One LightningDataModule for every image dataset: transforms, a seeded train/val split,
-per-device batches, and the class prompts the model is conditioned on."""
+per-device batches, and the captions the model is conditioned on."""
 
+import functools
+import hashlib
 import os
 import warnings
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler, Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import transforms as T
 
 from diffusion_lit import checks
+from diffusion_lit.data.measures import MEASURES, as_array, measure_all
 from diffusion_lit.errors import BadValue, UserError
+from diffusion_lit.text.captions import Attribute, CaptionTable, described, from_image_captions
 from diffusion_lit.text.templates import check_templates, class_prompts
 
 
@@ -36,8 +42,18 @@ def image_transform(image_size: int, channels: int, hflip: bool) -> T.Compose:
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Builds ``dataset(transform=..., **dataset_kwargs)`` (a dataset with ``.classes``), so
-    ``data.root`` or ``data.download`` in the config go straight to the dataset class.
+    """Builds ``dataset(transform=..., **dataset_kwargs)`` (a dataset with ``.classes`` and
+    ``.targets``), so ``data.root`` or ``data.download`` in the config go straight to the
+    dataset class.
+
+    Each training image is captioned (:mod:`diffusion_lit.text.captions`): by the captions a
+    dataset comes with (a ``captions`` attribute, a list per image), or by its class's prompts
+    (``prompt_templates`` × the class's names) and, with ``attributes``, by captions that name
+    what the image shows (``caption_templates`` with the words of each attribute, measured from
+    the image once and cached in ``measure_cache``; ``heldout_combinations``, word → classes,
+    lists the class × word captions training never sees; ``attribute_share``: how often a
+    caption names each attribute its image has a word for). The loaders yield (image, label,
+    the positions of its captions); training draws one of them at random every step.
 
     ``batch_size`` is the global batch: each of the trainer's devices gets an equal share.
     The training order depends only on (seed, epoch), and the loaders are torchdata's
@@ -59,6 +75,11 @@ class ImageDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         hflip: bool = False,
         split_seed: int = 0,
+        attributes: dict | None = None,
+        caption_templates: list[str] | None = None,
+        heldout_combinations: dict | None = None,
+        attribute_share: float = 0.5,
+        measure_cache: str | None = None,
         **dataset_kwargs,
     ):
         super().__init__()
@@ -77,6 +98,16 @@ class ImageDataModule(L.LightningDataModule):
         self.prompt_templates = checks.texts("prompt_templates", prompt_templates)
         check_templates(self.prompt_templates)
         self.class_synonyms = checks.names_by_name("class_synonyms", class_synonyms)
+        self.attributes = [Attribute.from_config(k, v) for k, v in (attributes or {}).items()]
+        unknown = [a.measure for a in self.attributes if a.measure not in MEASURES]
+        if unknown:
+            raise BadValue("attributes", unknown, f"measures among {', '.join(MEASURES)}")
+        self.caption_templates = checks.texts("caption_templates", caption_templates, True) or []
+        self.heldout = checks.names_by_name("heldout_combinations", heldout_combinations)
+        if not (checks.finite(attribute_share) and 0 < attribute_share < 1):
+            raise BadValue("attribute_share", attribute_share, "a finite number > 0 and < 1")
+        self.attribute_share = attribute_share
+        self.measure_cache = checks.path("measure_cache", measure_cache, optional=True)
         # the dataset's own arguments, checked here, where the config names them data.*
         if "root" in dataset_kwargs:
             checks.path("root", dataset_kwargs["root"])
@@ -99,7 +130,35 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def class_prompts(self) -> list[list[str]]:
-        return class_prompts(self.class_names, self.prompt_templates, self.class_synonyms)
+        """Every class's captions, the first its default prompt (the model's prompt bank)."""
+        return self.captions.class_prompts
+
+    @property
+    def attribute_words(self) -> dict[str, list[str]]:
+        """The words of each attribute the captions use."""
+        return self.captions.attributes
+
+    @functools.cached_property
+    def captions(self) -> CaptionTable:
+        """The caption table: each class's captions and each image's (computed once)."""
+        base = self.dataset(transform=None)
+        labels = [int(t) for t in base.targets]
+        if getattr(base, "captions", None) is not None:
+            return from_image_captions(self.class_names, base.captions, labels)
+        if not self.attributes:
+            prompts = class_prompts(self.class_names, self.prompt_templates, self.class_synonyms)
+            return CaptionTable(prompts)
+        measures = measure_all(
+            (as_array(base[i][0]) for i in range(len(base))),  # (a folder's wraps around)
+            sorted({a.measure for a in self.attributes}),
+            self.measure_cache,
+            key=fingerprint(base),
+        )
+        words = {a.name: a.words_of(measures[a.measure], labels) for a in self.attributes}
+        return described(
+            self.class_names, self.prompt_templates, self.class_synonyms, self.attributes,
+            self.caption_templates, self.heldout, words, labels, self.attribute_share,
+        )  # fmt: skip
 
     def prepare_data(self) -> None:
         self.dataset(transform=None)  # downloads where the dataset can; fails early otherwise
@@ -127,7 +186,8 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self.batch_size // world
 
-    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> StatefulDataLoader:
+    def _loader(self, subset: Subset, sampler: Sampler | None = None) -> StatefulDataLoader:
+        dataset = Captioned(subset, self.captions)
         with warnings.catch_warnings():  # torchdata calls an API torch deprecated, not the user
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             return StatefulDataLoader(
@@ -160,3 +220,39 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.val_set)
+
+
+class Captioned(Dataset):
+    """A subset's (image, label) with the positions of the image's captions in its class's row
+    (every position of it, for a dataset without captions of its own)."""
+
+    def __init__(self, subset: Subset, captions: CaptionTable):
+        self.subset = subset
+        width = len(captions.class_prompts[0])
+        self.rows = captions.rows if captions.rows is not None else np.arange(width)[None]
+
+    def __len__(self) -> int:
+        return len(self.subset)
+
+    def __getitem__(self, i: int):
+        image, label = self.subset[i]
+        row = self.rows[self.subset.indices[i] if len(self.rows) > 1 else 0]
+        return image, label, torch.as_tensor(row, dtype=torch.long)
+
+
+def fingerprint(dataset) -> str:
+    """What identifies a dataset's images, for the measure cache: its files' names, sizes and
+    times, or its pixels."""
+    digest = hashlib.sha256(f"{type(dataset).__name__}|{len(dataset)}".encode())
+    files = getattr(dataset, "files", None)
+    if files is not None:
+        for path in map(Path, files):
+            stat = path.stat()
+            digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    else:
+        pixels = getattr(dataset, "images", None)
+        pixels = pixels if pixels is not None else getattr(dataset, "data", None)
+        if pixels is None:
+            pixels = [np.asarray(dataset[i][0]) for i in range(len(dataset))]
+        digest.update(np.ascontiguousarray(np.asarray(pixels)).tobytes())
+    return digest.hexdigest()

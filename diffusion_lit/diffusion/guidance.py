@@ -1,5 +1,7 @@
 """Classifier-free guidance (Ho & Salimans 2022) in an interval of the denoising (Kynkäänniemi
-et al. 2024), and the guidance a model samples with unless told otherwise."""
+et al. 2024), with a scale of its own for what a prompt says beyond its class (the nested
+guidance of InstructPix2Pix, Brooks et al. 2023), and the guidance a model samples with unless
+told otherwise."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,37 +17,62 @@ class Guidance:
     """ε = ε_uncond + w · (ε_cond − ε_uncond) with w = ``scale`` (0: unconditional, 1: plain
     conditional), applied only within ``interval`` = (start, stop) of the way from noise (0) to
     image (1), the conditional prediction alone elsewhere (the start and stop of diffusers'
-    guiders). A model records its own (a guidance sweep chooses it); these defaults are for a
-    model that records none."""
+    guiders). With a ``base`` prompt for each prompt — what it says of its class alone ("a
+    seven" for "a thick seven, slanted right") — and an ``attribute_scale`` w_a:
+    ε = ε_uncond + w · (ε_base − ε_uncond) + w_a · (ε_cond − ε_base), which follows the words
+    beyond the class more strongly than the class itself, at one network pass more; w_a = w
+    (or None) is plain guidance. A model records its own (a guidance sweep chooses it); these
+    defaults are for a model that records none."""
 
     scale: float = 1.5
     interval: tuple[float, float] = (0.0, 1.0)
+    attribute_scale: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "scale", checks.real("guidance_scale", self.scale, 0, 100))
         object.__setattr__(self, "interval", checks.interval("guidance_interval", self.interval))
+        attribute = checks.real("attribute_scale", self.attribute_scale, 0, 100, optional=True)
+        object.__setattr__(self, "attribute_scale", attribute)
 
-    def over(self, scale: float | None = None, interval=None) -> "Guidance":
+    @property
+    def nested(self) -> bool:
+        """Whether the words beyond the class have a scale of their own."""
+        return self.attribute_scale is not None and self.attribute_scale != self.scale
+
+    def over(self, scale=None, interval=None, attribute_scale=None) -> "Guidance":
         """This guidance with the values given in place of its own (None: its own)."""
         return Guidance(
-            self.scale if scale is None else scale, self.interval if interval is None else interval
+            self.scale if scale is None else scale,
+            self.interval if interval is None else interval,
+            self.attribute_scale if attribute_scale is None else attribute_scale,
         )
 
     def to_dict(self) -> dict:
         """As a model file and eval.json record it."""
-        return {"guidance_scale": self.scale, "guidance_interval": list(self.interval)}
+        return {
+            "guidance_scale": self.scale,
+            "guidance_interval": list(self.interval),
+            "attribute_scale": self.attribute_scale,
+        }
 
     @classmethod
     def from_dict(cls, record: dict) -> "Guidance":
         """From what :meth:`to_dict` wrote (an eval.json written before intervals: the whole
         way)."""
-        return cls().over(record.get("guidance_scale"), record.get("guidance_interval"))
+        return cls().over(
+            record.get("guidance_scale"),
+            record.get("guidance_interval"),
+            record.get("attribute_scale"),
+        )
 
     def __str__(self) -> str:
         """'guidance 3 on [0.4, 1]'; the interval only when it is not the whole way."""
         start, stop = self.interval
         interval = "" if (start, stop) == (0, 1) else f" on [{start:g}, {stop:g}]"
-        return f"guidance {self.scale:g}{interval}"
+        attributes = (
+            f", {self.attribute_scale:g} for the words beyond the class" if self.nested else ""
+        )
+        return f"guidance {self.scale:g}{interval}{attributes}"
 
     def noise(
         self,
@@ -54,15 +81,22 @@ class Guidance:
         x: torch.Tensor,
         t: torch.Tensor,
         text,
+        base=None,
     ) -> torch.Tensor:
-        """The guided ε̂ at (x_t, t) for the prompts ``text`` (a TextEmbedding), from the
-        network's output ``predict(x, t, text)``: the conditional and unconditional (null-prompt)
-        passes batched together, in fp32 from there on."""
+        """The guided ε̂ at (x_t, t) for the prompts ``text`` (a TextEmbedding; ``base``: their
+        class-only prompts, for nested guidance), from the network's output
+        ``predict(x, t, text)``: the passes batched together, in fp32 from there on."""
         if self.interval != (0.0, 1.0):  # reads t on the host: no sync for the default
             done = 1 - t[0].item() / (schedule.timesteps - 1)  # t = T − 1 is 0, t = 0 is 1
             if not self.interval[0] <= done <= self.interval[1]:
                 return schedule.predict_noise(x, t, predict(x, t, text).float())
-        out = predict(torch.cat([x, x]), torch.cat([t, t]), text.cat(text.null()))
-        cond, uncond = out.float().chunk(2)
         # ε, v and x_0 are affine in each other for a given x_t: guiding any of them is the same
-        return schedule.predict_noise(x, t, uncond + self.scale * (cond - uncond))
+        if base is None or not self.nested:
+            out = predict(torch.cat([x, x]), torch.cat([t, t]), text.cat(text.null()))
+            cond, uncond = out.float().chunk(2)
+            return schedule.predict_noise(x, t, uncond + self.scale * (cond - uncond))
+        passes = text.cat(base).cat(text.null())
+        out = predict(torch.cat([x, x, x]), torch.cat([t, t, t]), passes)
+        cond, classed, uncond = out.float().chunk(3)
+        guided = uncond + self.scale * (classed - uncond) + self.attribute_scale * (cond - classed)
+        return schedule.predict_noise(x, t, guided)

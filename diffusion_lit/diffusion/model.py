@@ -75,9 +75,11 @@ class DiffusionModel:
         options: SamplingOptions | None = None,
         progress: bool = True,
         callback: StepCallback | None = None,
+        base: TextEmbedding | None = None,
     ) -> tuple[torch.Tensor, Guidance]:
         """One image per prompt of ``text``, (N, C, H, W) in [0, 1], and the guidance it drew
-        with (``options``' where given, else the model's own). Denoises ``batch_size`` images
+        with (``options``' where given, else the model's own; ``base``: each prompt's class-only
+        prompt, for the guidance's ``attribute_scale``). Denoises ``batch_size`` images
         at a time; the starting noise comes from a CPU generator seeded with ``seed``, so a
         seed gives the same images on any device. ``callback(done, total)`` runs after every
         denoising step (steps counted over all batches); raising in it stops the sampling."""
@@ -86,7 +88,11 @@ class DiffusionModel:
         bf16 = for_sampling(options.precision, self.device.type) == "bf16-mixed"
         generator = torch.Generator().manual_seed(options.seed)
         size = options.batch_size
-        chunks = [text.map(lambda z, i=i: z[i : i + size]) for i in range(0, len(text), size)]
+
+        def chunk(embedding: TextEmbedding | None, i: int) -> TextEmbedding | None:
+            return None if embedding is None else embedding.map(lambda z: z[i : i + size])
+
+        chunks = [(chunk(text, i), chunk(base, i)) for i in range(0, len(text), size)]
 
         def counted(k: int) -> StepCallback | None:  # batch k's steps, counted over all batches
             if callback is None:
@@ -97,12 +103,19 @@ class DiffusionModel:
         self.net.eval()
         images = []
         try:
-            for k, chunk in enumerate(chunks):
+            for k, (prompts, bases) in enumerate(chunks):
                 try:
                     images.append(
                         self._denoise(
-                            chunk, guidance, options, generator, bf16, progress, counted(k)
-                        )
+                            prompts,
+                            bases,
+                            guidance,
+                            options,
+                            generator,
+                            bf16,
+                            progress,
+                            counted(k),
+                        )  # fmt: skip
                     )
                 except NonFiniteImage as err:  # its index among all images drawn
                     raise NonFiniteImage(k * size + err.image, err.step, err.steps) from None
@@ -110,12 +123,13 @@ class DiffusionModel:
             self.net.train(was_training)
         return ((torch.cat(images).float().cpu() + 1) / 2).clamp(0, 1), guidance
 
-    def _denoise(self, text, guidance, options, generator, bf16, progress, callback):
+    def _denoise(self, text, base, guidance, options, generator, bf16, progress, callback):
         """One batch, from the starting noise to images in [−1, 1]; refuses to return an image
         that is not finite (:class:`NonFiniteImage`)."""
         x = torch.randn((len(text), *self.image_shape), generator=generator)
         x = x.to(self.device, memory_format=self.memory_format)
         text = text.map(lambda z: z.to(self.device))
+        base = base.map(lambda z: z.to(self.device)) if base is not None else None
         # per image, the first step whose prediction was not finite, kept on the device: the
         # sampler's steps make no host sync for it
         first_bad = torch.full((len(text),), -1, device=self.device)
@@ -125,7 +139,7 @@ class DiffusionModel:
             nonlocal first_bad, steps
             # bf16-mixed: the network's passes in bfloat16 autocast, the sampler's sums in fp32
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                eps = guidance.noise(self.predict, self.schedule, x_t, t, text)
+                eps = guidance.noise(self.predict, self.schedule, x_t, t, text, base)
             bad = ~eps.flatten(1).isfinite().all(1)
             first_bad = torch.where(bad & (first_bad < 0), steps, first_bad)
             steps += 1

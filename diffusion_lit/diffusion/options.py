@@ -26,12 +26,15 @@ class SamplingOptions:
     # None: the model's own (what its training config or export chose; see Guidance)
     guidance_scale: float | None = None  # 0: unconditional, 1: conditional, > 1: guided
     guidance_interval: tuple[float, float] | None = None  # [start, stop], noise (0) to image (1)
+    # the scale of what a prompt says beyond its class ("thick", "slanted right"): equal to
+    # guidance_scale, plain guidance; None: the model's own
+    attribute_scale: float | None = None
     # auto: the network's passes in bfloat16 autocast where the device computes bf16 natively
     # (the sampler's arithmetic stays fp32), else 32-bit; or 32 | bf16-mixed
     precision: str = "auto"
-    # a prompt never trained on is drawn as its nearest training prompt; false: from its own
-    # text embedding (measured on held-out phrasings in bench/RESULTS.md)
-    nearest_prompt: bool = True
+    # a prompt never trained on: true, drawn as its nearest training caption; false, from its
+    # own text embedding; None: the model's own choice (bench/RESULTS.md measures both)
+    nearest_prompt: bool | None = None
     seed: int = 0  # the same seed, options and batch_size give the same images
     batch_size: int = 256  # images denoised at once
 
@@ -47,8 +50,13 @@ class SamplingOptions:
             "guidance_interval": checks.interval(
                 "guidance_interval", self.guidance_interval, optional=True
             ),
+            "attribute_scale": checks.real(
+                "attribute_scale", self.attribute_scale, 0, 100, optional=True
+            ),
             "precision": _precision(self.precision),
-            "nearest_prompt": checks.flag("nearest_prompt", self.nearest_prompt),
+            "nearest_prompt": None
+            if self.nearest_prompt is None
+            else checks.flag("nearest_prompt", self.nearest_prompt),
             "seed": checks.integer("seed", self.seed, 0, checks.MAX_SEED),
             "batch_size": checks.integer("batch_size", self.batch_size, 1, 1_000_000),
         }
@@ -62,9 +70,9 @@ class SamplingOptions:
         return cls(**{name: node[name] for name in names if name in node})
 
     def guidance(self, own: Guidance) -> Guidance:
-        """The guidance to sample with: the given scale and interval, the model's ``own`` where
-        they are None."""
-        return own.over(self.guidance_scale, self.guidance_interval)
+        """The guidance to sample with: the given scales and interval, the model's ``own``
+        where they are None."""
+        return own.over(self.guidance_scale, self.guidance_interval, self.attribute_scale)
 
     def replace(self, **changes) -> "SamplingOptions":
         return dataclasses.replace(self, **changes)

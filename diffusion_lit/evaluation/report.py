@@ -16,15 +16,18 @@ log = logging.getLogger(__name__)
 def settings_name(result: dict) -> str:
     """The evaluation folder's settings part, from what it sampled with (``result``: the
     model's guidance where the command left it null, ``auto`` precision resolved):
-    ``<sampler><steps>[-<spacing>]-w<scale>[-i<start>-<stop>][-bf16][-raw]``."""
+    ``<sampler><steps>[-<spacing>]-w<scale>[-i<start>-<stop>][-a<attribute scale>][-bf16]
+    [-raw]``."""
     spacing = "" if result["timestep_spacing"] == "linspace" else f"-{result['timestep_spacing']}"
     start, stop = result["guidance_interval"]
     interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
     bf16 = "-bf16" if result["sampling_precision"] == "bf16-mixed" else ""
+    attribute = result.get("attribute_scale")
+    nested = "" if attribute in (None, result["guidance_scale"]) else f"-a{attribute:g}"
     raw = "" if result["use_ema"] else "-raw"
     return (
         f"{result['sampler']}{result['steps']}{spacing}-w{result['guidance_scale']:g}"
-        f"{interval}{bf16}{raw}"
+        f"{interval}{nested}{bf16}{raw}"
     )
 
 
@@ -61,6 +64,22 @@ def phrasing_rows(r: dict) -> list[str]:
     return rows
 
 
+def attribute_rows(r: dict) -> list[str]:
+    """A row per attribute: its words' AUC (trained, held-out combinations, other words)."""
+    rows = []
+    for name, a in r.get("attributes", {}).items():
+        parts = [f"{label} {a[key]:.2f}" for key, label in
+                 [("auc_trained", "trained"), ("auc_heldout", "held-out combinations"),
+                  ("auc_other_words", "other words")] if key in a]  # fmt: skip
+        low, high = a["words"]
+        in_bin = a.get("in_bin_trained", float("nan"))
+        rows.append(
+            f"| {name}: AUC of '{high}' over '{low}' | {', '.join(parts)} | 1.00: always "
+            f"followed, 0.50: ignored | {in_bin:.0%} in the requested share |"
+        )
+    return rows
+
+
 def report_table(r: dict) -> str:
     return "\n".join([
         f"{r['sampler']} {r['steps']} steps, {Guidance.from_dict(r)}, "
@@ -72,6 +91,7 @@ def report_table(r: dict) -> str:
         f"| conditional accuracy | {r['conditional_accuracy']:.1%} "
         f"| {r['classifier_accuracy']:.1%} (judge on held-out) | |",
         *phrasing_rows(r),
+        *attribute_rows(r),
         f"| FID | {r['fid']:.3f} | {r['fid_real_vs_real']:.3f} | {r['fid_ratio']:.2f}× |",
         f"| KID | {r['kid_mean']:.4f} ± {r['kid_std']:.4f} "
         f"| {r['kid_mean_real_vs_real']:.4f} ± {r['kid_std_real_vs_real']:.4f} "

@@ -3,12 +3,19 @@ table that turns it into this project's objects.
 
 A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) holds::
 
-    {"version": 2,
+    {"version": 3,
      "net": {"kind": "simple", "image_size": 16, "in_channels": 1, ...},
      "schedule": {"kind": "linear", "timesteps": 1000, "beta_start": 0.0001, ...},
      "text_encoder": {"kind": "minilm", "name_or_path": null, "dim": 384, "max_length": 64},
-     "class_names": ["zero", ...], "class_prompts": [["Draw a zero"], ...],
-     "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0]}}
+     "class_names": ["zero", ...],
+     "class_prompts": [["Draw a zero", ..., "a thick zero, slanted left", ...], ...],
+     "attributes": {"thickness": ["thin", "thick"], "slant": ["slanted left", ...]},
+     "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],
+                  "attribute_scale": 3.0, "nearest_prompt": false}}
+
+(Format 2 had no ``attributes``, ``attribute_scale`` or ``nearest_prompt``: its models were
+trained on class prompts, sampled with plain guidance, and read a new prompt as its nearest
+training prompt.)
 
 Reading looks ``kind`` up in :data:`UNETS` and :data:`TEXT_ENCODERS` (the schedule has one class,
 :class:`NoiseSchedule`, whose own ``kind`` is linear or cosine) and checks the arguments against
@@ -32,7 +39,8 @@ from diffusion_lit.errors import BadValue, UserError, show
 from diffusion_lit.models import SimpleUNet, TextGuidedUNet
 from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
+READABLE = (1, 2, 3)
 UNETS: dict[str, type[nn.Module]] = {"simple": SimpleUNet, "enhanced": TextGuidedUNet}
 TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"minilm": MiniLMEncoder, "clip": CLIPEncoder}
 COMPONENTS = {"net": UNETS, "text_encoder": TEXT_ENCODERS, "schedule": {None: NoiseSchedule}}
@@ -64,9 +72,11 @@ def kind_of(cls: type, group: str) -> str | None:
 @dataclass(frozen=True)
 class ModelSpec:
     """A model as plain data: the UNet and the text encoder (a ``kind`` from the table and its
-    arguments), the noise schedule's arguments, the classes with their training prompts, and
-    the guidance it samples with unless told otherwise. The only hyperparameter a checkpoint
-    keeps, so it rebuilds the model without the training code."""
+    arguments), the noise schedule's arguments, the classes with their training captions (the
+    first of each its default prompt), the words of the attributes the captions name, and how
+    it samples unless told otherwise: its guidance, and whether it reads a new prompt as its
+    nearest training caption or from its own text embedding (``nearest_prompt``). The only
+    hyperparameter a checkpoint keeps, so it rebuilds the model without the training code."""
 
     net: dict
     schedule: dict
@@ -74,9 +84,11 @@ class ModelSpec:
     class_names: list[str]
     class_prompts: list[list[str]]
     guidance: Guidance = field(default_factory=Guidance)
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    nearest_prompt: bool = True
 
     def to_dict(self) -> dict:
-        """The spec as a model file holds it (format 2)."""
+        """The spec as a model file holds it (format 3)."""
         return {
             "version": SPEC_VERSION,
             "net": dict(self.net),
@@ -84,7 +96,8 @@ class ModelSpec:
             "text_encoder": dict(self.text_encoder),
             "class_names": list(self.class_names),
             "class_prompts": [list(p) for p in self.class_prompts],
-            "sampling": self.guidance.to_dict(),
+            "attributes": {k: list(v) for k, v in self.attributes.items()},
+            "sampling": self.guidance.to_dict() | {"nearest_prompt": self.nearest_prompt},
         }
 
     @classmethod
@@ -100,10 +113,10 @@ class ModelSpec:
         version = data.get("version", 1)
         if version == 1:
             data = _from_format1(data, source)
-        elif version != SPEC_VERSION:
+        elif version not in READABLE:
             raise UserError(
                 f"{source} holds a model spec of format {version!r}; this diffusion_lit reads "
-                f"formats 1 and {SPEC_VERSION}. Upgrade diffusion_lit (pip install -U "
+                f"formats {', '.join(map(str, READABLE))}. Upgrade diffusion_lit (pip install -U "
                 "diffusion_lit)."
             )
         groups = {}
@@ -134,8 +147,10 @@ class ModelSpec:
                 "lists, one per class and as many for each; the file is damaged or not a "
                 "diffusion_lit model."
             )
-        guidance = read_guidance(data.get("sampling", {}), source)
-        return cls(**groups, class_names=names, class_prompts=prompts, guidance=guidance)
+        guidance, nearest = read_sampling(data.get("sampling", {}), source)
+        attributes = read_attributes(data.get("attributes", {}), source)
+        return cls(**groups, class_names=names, class_prompts=prompts, guidance=guidance,
+                   attributes=attributes, nearest_prompt=nearest)  # fmt: skip
 
     def with_guidance(self, guidance: Guidance) -> "ModelSpec":
         return replace(self, guidance=guidance)
@@ -169,22 +184,41 @@ class ModelSpec:
             ) from err
 
 
-def read_guidance(given, source: str) -> Guidance:
-    """The guidance a model file records under ``sampling`` (absent keys: the defaults), checked:
-    numbers only, each within what :class:`Guidance` takes."""
-    known = set(Guidance().to_dict())
+def read_sampling(given, source: str) -> tuple[Guidance, bool]:
+    """How a model file says its model samples, under ``sampling`` (absent keys: the defaults):
+    its guidance and its ``nearest_prompt``, checked: numbers and a boolean only, each within
+    what it may be."""
+    known = {*Guidance().to_dict(), "nearest_prompt"}
     try:
         # numbers only: a string could be an OmegaConf interpolation, were anything to resolve it
         if not (isinstance(given, dict) and _is_numeric(list(given.values()))):
             raise UserError("not a mapping of numbers")
         if not set(given) <= known:
-            raise UserError(f"keys other than {' and '.join(sorted(known))}")
-        return Guidance().over(given.get("guidance_scale"), given.get("guidance_interval"))
+            raise UserError(f"keys other than {', '.join(sorted(known))}")
+        nearest = given.get("nearest_prompt", True)
+        if not isinstance(nearest, bool):
+            raise UserError("nearest_prompt is not true or false")
+        return Guidance.from_dict(given), nearest
     except UserError as err:
         raise UserError(
             f"{source} is damaged or not a diffusion_lit model: its sampling settings {given!r} "
             "are not valid."
         ) from err
+
+
+def read_attributes(given, source: str) -> dict[str, list[str]]:
+    """The words of each attribute a model's captions name: a mapping of names to lists of
+    words."""
+    ok = isinstance(given, dict) and all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(w, str) for w in v)
+        for k, v in given.items()
+    )
+    if not ok:
+        raise UserError(
+            f"{source} is damaged or not a diffusion_lit model: its attributes {given!r} are not "
+            "a mapping of names to lists of words."
+        )
+    return {k: list(v) for k, v in given.items()}
 
 
 def _plain(value, key: str, source: str):

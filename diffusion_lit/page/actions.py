@@ -146,8 +146,9 @@ def prompt_lines(text: str) -> list[str]:
 
 
 def vocabulary(pipe: TextToImage) -> str:
-    """What the model was trained to draw, as markdown: a line per class."""
-    lines = [f"- **{name}**: " + " · ".join(ps) for name, ps in pipe.training_prompts.items()]
+    """What the model was trained to draw, as markdown: a line per class, then per attribute."""
+    lines = [f"- **{name}**: " + " · ".join(ps) for name, ps in pipe.class_prompts.items()]
+    lines += [f"- *{name}*: " + " · ".join(ws) for name, ws in pipe.attributes.items()]
     return "\n".join(lines)
 
 

@@ -21,11 +21,23 @@ class TextEmbedding:
         )
 
     def cat(self, other: "TextEmbedding") -> "TextEmbedding":
+        """Both, one after the other; the shorter token sequences padded (masked) to the
+        longer's length."""
+        length = max(self.tokens.shape[1], other.tokens.shape[1])
+        a, b = self.padded(length), other.padded(length)
         return TextEmbedding(
-            torch.cat([self.pooled, other.pooled]),
-            torch.cat([self.tokens, other.tokens]),
-            torch.cat([self.mask, other.mask]),
+            torch.cat([a.pooled, b.pooled]),
+            torch.cat([a.tokens, b.tokens]),
+            torch.cat([a.mask, b.mask]),
         )
+
+    def padded(self, length: int) -> "TextEmbedding":
+        """The token sequences padded with masked zeros to ``length``."""
+        extra = length - self.tokens.shape[1]
+        if extra <= 0:
+            return self
+        tokens = torch.nn.functional.pad(self.tokens, (0, 0, 0, extra))
+        return TextEmbedding(self.pooled, tokens, torch.nn.functional.pad(self.mask, (0, extra)))
 
     def map(self, fn) -> "TextEmbedding":
         """Applies ``fn`` to each tensor: indexing, ``repeat_interleave``, device moves, ..."""

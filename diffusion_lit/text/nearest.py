@@ -3,6 +3,8 @@ similarity of the pooled text embeddings), what it is drawn as, and whether any 
 
 from dataclasses import dataclass
 
+import torch
+
 from diffusion_lit.text.embedding import TextEmbedding, most_similar
 from diffusion_lit.text.prompt_bank import PromptBank
 
@@ -39,6 +41,15 @@ def nearest_prompts(prompts: list[str], text: TextEmbedding, bank: PromptBank):
         NearestPrompt(p, trained[i], s, p in bank.index)
         for p, i, s in zip(prompts, index.tolist(), similarity.tolist(), strict=True)
     ]
+
+
+def nearest_of(text: TextEmbedding, bank: PromptBank, candidates: list[str]) -> list[str]:
+    """For each embedding of ``text``, the most similar of the training prompts
+    ``candidates``."""
+    where = [bank.index[c] for c in candidates]
+    pooled = torch.stack([bank.pooled[c, k] for c, k in where])
+    _, index = most_similar(text.pooled, pooled)
+    return [candidates[i] for i in index.tolist()]
 
 
 def unfamiliar_notes(found: list[NearestPrompt]) -> list[str]:

@@ -26,6 +26,24 @@ def check_templates(templates: list[str], where: str = "data") -> None:
             )
 
 
+def class_names_of(classes: list[str], synonyms: dict | None = None, where: str = "data"):
+    """Each class's names: its own (underscores as spaces) and then its ``synonyms``."""
+    synonyms = dict(synonyms or {})
+    unknown = sorted(set(synonyms) - set(classes))
+    if unknown:
+        raise UserError(
+            f"{where}.class_synonyms names {unknown}, which are not classes of the data; the "
+            f"classes are {classes}."
+        )
+    names = []
+    for name in classes:
+        extra = synonyms.get(name) or []
+        names.append(
+            [name.replace("_", " "), *map(str, [extra] if isinstance(extra, str) else extra)]
+        )
+    return names
+
+
 def class_prompts(
     class_names: list[str],
     templates: list[str],
@@ -38,19 +56,9 @@ def class_prompts(
     repeat their prompts in order, so every class has as many (the prompt bank is a
     classes × prompts table). ``where`` names the config keys in errors."""
     check_templates(templates, where)
-    synonyms = dict(synonyms or {})
-    unknown = sorted(set(synonyms) - set(class_names))
-    if unknown:
-        raise UserError(
-            f"{where}.class_synonyms names {unknown}, which are not classes of the data; the "
-            f"classes are {class_names}."
-        )
-    per_class = []
-    for name in class_names:
-        extra = synonyms.get(name) or []
-        names = [name.replace("_", " "), *map(str, [extra] if isinstance(extra, str) else extra)]
-        per_class.append(
-            [t.format(name=n, Name=n[:1].upper() + n[1:]) for n in names for t in templates]
-        )
+    per_class = [
+        [t.format(name=n, Name=n[:1].upper() + n[1:]) for n in names for t in templates]
+        for names in class_names_of(class_names, synonyms, where)
+    ]
     width = max(len(p) for p in per_class)
     return [[p[i % len(p)] for i in range(width)] for p in per_class]

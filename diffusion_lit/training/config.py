@@ -49,31 +49,56 @@ def component_spec(node: DictConfig, group: str) -> dict:
     return {"kind": kind_of(get_class(target), group) or target} | args
 
 
-def model_spec(cfg: DictConfig, class_names: list[str], class_prompts: list[list[str]]):
-    """The model a training config describes, as the plain data its checkpoints hold."""
+def model_spec(
+    cfg: DictConfig,
+    class_names: list[str],
+    class_prompts: list[list[str]],
+    attributes: dict[str, list[str]] | None = None,
+):
+    """The model a training config describes, as the plain data its checkpoints hold: its
+    captions, the ``attributes`` they name, and how it samples unless told otherwise. A model
+    whose captions name attributes reads a new prompt from its own text embedding, which
+    composes words into combinations no caption had; one trained on class prompts, as its
+    nearest training prompt (both measured in bench/RESULTS.md); ``sampling.nearest_prompt``
+    chooses otherwise."""
+    given = OmegaConf.select(cfg, "sampling.nearest_prompt")
+    nearest = not attributes if given is None else given
+    if not isinstance(nearest, bool):
+        raise BadValue("sampling.nearest_prompt", given, "true, false or null")
     return ModelSpec(
         net=component_spec(cfg.model, "net"),
         schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
         text_encoder=component_spec(cfg.text_encoder, "text_encoder"),
         class_names=list(class_names),
         class_prompts=[list(p) for p in class_prompts],
-        guidance=own_guidance(cfg),
+        guidance=own_guidance(cfg, bool(attributes)),
+        attributes=dict(attributes or {}),
+        nearest_prompt=nearest,
     )
 
 
-def own_guidance(cfg: DictConfig) -> Guidance:
+# the scale of the words beyond the class for a model whose captions name attributes, unless the
+# training config's sampling.attribute_scale says otherwise (chosen in bench/RESULTS.md)
+ATTRIBUTE_SCALE = 3.0
+
+
+def own_guidance(cfg: DictConfig, attributes: bool = False) -> Guidance:
     """The guidance the model records as its own: the training config's ``sampling`` (null
-    values: :class:`Guidance`'s defaults), checked."""
+    values: :class:`Guidance`'s defaults, and :data:`ATTRIBUTE_SCALE` for a model whose
+    captions name ``attributes``), checked."""
     given = cfg.get("sampling") or {}
-    if not isinstance(given, DictConfig) or not set(given) <= {
-        "guidance_scale",
-        "guidance_interval",
-    }:
+    known = {"guidance_scale", "guidance_interval", "attribute_scale", "nearest_prompt"}
+    if not isinstance(given, DictConfig) or not set(given) <= known:
         raise BadValue(
-            "sampling", given, "a mapping of guidance_scale and guidance_interval",
-            "'{guidance_scale: 3}'",
+            "sampling", given, "a mapping of guidance_scale, guidance_interval, "
+            "attribute_scale and nearest_prompt", "'{guidance_scale: 3}'",
         )  # fmt: skip
+    attribute_scale = given.get("attribute_scale")
+    if attribute_scale is None and attributes:
+        attribute_scale = ATTRIBUTE_SCALE
     try:
-        return Guidance().over(given.get("guidance_scale"), given.get("guidance_interval"))
+        return Guidance().over(
+            given.get("guidance_scale"), given.get("guidance_interval"), attribute_scale
+        )
     except BadValue as err:
         raise err.under("sampling") from None

@@ -45,7 +45,7 @@ class DiffusionModule(L.LightningModule):
     ``schedule``, ``prompts``): checkpoints keep the keys they always had. ``optimizer`` (a
     partial taking ``params``), ``lr_scheduler`` (a partial taking the optimizer and a function
     giving the number of steps), ``min_snr_gamma`` (the loss weighting), ``text_noise`` (see
-    :meth:`class_text`), ``channels_last``, ``compile`` (in ``compile_mode``) and ``seed`` are
+    :meth:`caption_text`), ``channels_last``, ``compile`` (in ``compile_mode``) and ``seed`` are
     training options, not part of the model.
     """
 
@@ -87,18 +87,21 @@ class DiffusionModule(L.LightningModule):
         """Encode every training prompt once; the result is saved with the weights."""
         self.prompts.fill(encoder)
 
-    def class_text(
-        self, labels: torch.Tensor, generator: torch.Generator | None = None
+    def caption_text(
+        self,
+        labels: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> TextEmbedding:
-        """The text embedding of each label's prompt, a random template per sample. In training,
+        """The text embedding of a caption of each image, drawn at random among its own
+        (``rows``: (B, K) positions in its class's captions; None: any of them). In training,
         with ``text_noise`` = σ > 0, each vector gets Gaussian noise of σ times its own norm
         (conditioning augmentation, as StackGAN's and Imagen's): the network then sees a
         neighbourhood of each prompt, not a point, which should carry over to phrasings near it."""
-        num_templates = self.prompts.pooled.shape[1]
-        templates = torch.randint(
-            num_templates, labels.shape, device=labels.device, generator=generator
-        )
-        text = self.prompts.lookup(labels, templates)
+        width = self.prompts.pooled.shape[1] if rows is None else rows.shape[1]
+        drawn = torch.randint(width, labels.shape, device=labels.device, generator=generator)
+        positions = drawn if rows is None else rows.gather(1, drawn[:, None])[:, 0]
+        text = self.prompts.lookup(labels, positions)
         if not (self.training and self.text_noise):
             return text
 
@@ -113,14 +116,15 @@ class DiffusionModule(L.LightningModule):
         against the truth, weighted by min-SNR-γ when set. Updates the stage's loss (unweighted)
         and pseudo-accuracy metrics; returns the batch loss. Every random draw comes from
         ``generator`` (the global RNG when None)."""
-        x0, labels = batch
+        x0, labels, *rows = batch  # rows: each image's captions (absent: any of its class's)
         t = torch.randint(
             self.schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator
         )
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t)
-        out = self.model.predict(x_t, t, self.class_text(labels, generator)).float()
+        text = self.caption_text(labels, rows[0] if rows else None, generator)
+        out = self.model.predict(x_t, t, text).float()
         per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(1)
         loss = (
             (per_sample * self.loss_weights(t)).mean() if self.min_snr_gamma else per_sample.mean()
