@@ -2,7 +2,8 @@
 T = 1000) near the hardware limit, one table per lever, measured side by side in one run:
 
 1. training levers, each added to the row above: 32-bit, bf16-mixed, channels_last, fused Adam,
-   loader workers with pinned memory, torch.compile (default, then reduce-overhead: CUDA
+   loader workers with pinned memory, then the device-resident data instead (``data.resident``),
+   torch.compile (default, then reduce-overhead: CUDA
    graphs) — img/s (the steps after a warm-up, timed as one span: the host syncs only at its
    ends, so a step's launches may overlap the previous step's kernels; validation excluded, data
    loading included), × the 32-bit row, peak memory, model FLOPs
@@ -59,6 +60,11 @@ LEVERS = {  # name: overrides added to every row above
     "+ channels_last": ["channels_last=true"],
     "+ 4 loader workers, pinned memory": [
         "data.num_workers=4", "data.pin_memory=true", "data.persistent_workers=true"
+    ],
+    # the dataset decoded once and kept on the device: batches gathered there (no workers)
+    "+ device-resident data (instead of workers)": [
+        "data.num_workers=0", "data.pin_memory=false", "data.persistent_workers=false",
+        "data.resident=true",
     ],
     # Lightning refuses gradient clipping with a fused optimizer in mixed precision
     "+ fused Adam, no gradient clipping": (

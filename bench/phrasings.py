@@ -25,17 +25,19 @@ def main() -> None:
     options = check(cfg)
     pipe, datamodule, judge, _, _ = model_data_judge(cfg)
     guidance = options.guidance(pipe.model.guidance)  # the model's where cfg has null
-    sets = phrasing_sets(pipe, cfg.get("heldout"), datamodule.class_names)
+    classes = datamodule.class_names
+    labels = list(range(len(classes)))
+    sets = phrasing_sets(pipe, cfg.get("heldout"), classes)
     if "heldout_phrasings" not in sets:
         raise SystemExit("This data has no held-out phrasings (conf/heldout/<data>.yaml).")
 
-    trained, _ = prompt_accuracy(sets["training_phrasings"], n, options, pipe, judge)
+    trained, _ = prompt_accuracy(sets["training_phrasings"], labels, n, options, pipe, judge)
     rows = ["| held-out prompts drawn | training phrasings | held-out phrasings | gap |",
             "|---|---|---|---|"]  # fmt: skip
     for name, nearest in [("from their own embedding", False),
                           ("as the nearest training prompt (the default)", True)]:  # fmt: skip
         drawn = options.replace(nearest_prompt=nearest)
-        held, _ = prompt_accuracy(sets["heldout_phrasings"], n, drawn, pipe, judge)
+        held, _ = prompt_accuracy(sets["heldout_phrasings"], labels, n, drawn, pipe, judge)
         rows.append(f"| {name} | {trained:.1%} | {held:.1%} | {100 * (trained - held):.1f} |")
 
     owner = {p: c for c, ps in enumerate(pipe.model.prompts.class_prompts) for p in ps}

@@ -84,6 +84,26 @@ def texts(key: str, x, optional: bool = False) -> list[str] | None:
     return items
 
 
+def paths(key: str, x) -> list[Path]:
+    """A list of paths; one path is a one-item list; null or [] is none."""
+    if x is None:
+        return []
+    items = [x] if isinstance(x, str) else _listed(x)
+    if items is None or not all(isinstance(i, str) and i.strip() for i in items):
+        raise BadValue(key, x, "a list of paths", f"{key}='[outputs/a,outputs/b]'")
+    return [Path(i) for i in items]
+
+
+def reals(key: str, x, low: float, high: float) -> list[float] | None:
+    """A list of finite numbers in [low, high] (one number is a one-item list), or null."""
+    if x is None:
+        return None
+    items = [x] if finite(x) else _listed(x)
+    if items is None or not all(finite(i) and low <= i <= high for i in items):
+        raise BadValue(key, x, f"a list of numbers from {low:g} to {high:g}", f"{key}=[1,0.5]")
+    return [float(i) for i in items]
+
+
 def names_by_name(key: str, x) -> dict[str, list[str]]:
     """A mapping of names to lists of names (``{six: ["6"]}``); one name is a one-item list;
     null is an empty mapping."""

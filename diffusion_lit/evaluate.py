@@ -70,15 +70,28 @@ def model_data_judge(cfg: DictConfig):
         datamodule, path, retrain=cfg.train_classifier, seed=cfg.seed,
         epochs=cfg.classifier.epochs, batch_size=cfg.classifier.batch_size, lr=cfg.classifier.lr,
     )  # fmt: skip
-    if pipe is not None:
-        trained_on = pipe.model.prompts.class_names
-        if meta["classes"] != classes or trained_on != classes:
-            raise UserError(
-                f"The judge at {path} knows classes {meta['classes']}, the data has {classes} "
-                f"and the checkpoint {trained_on}: pass the data the model was trained on, and "
-                "retrain the judge (train_classifier=true) if the data changed."
-            )
+    trained_on = pipe.model.prompts.class_names if pipe is not None else classes
+    if meta["classes"] != classes or not set(trained_on) <= set(classes):
+        raise UserError(
+            f"The judge at {path} knows classes {meta['classes']}, the data has {classes} "
+            f"and the checkpoint {trained_on}: pass the data the model was trained on (or data "
+            "with all its classes), and retrain the judge (train_classifier=true) if the data "
+            "changed."
+        )
     return pipe, datamodule, judge, meta, path
+
+
+def evaluated_classes(cfg: DictConfig, pipe: TextToImage) -> list[str]:
+    """The classes to evaluate: ``classes`` (some of the model's, by name), or all of them."""
+    known = pipe.model.prompts.class_names
+    chosen = checks.texts("classes", cfg.get("classes"), optional=True) or known
+    unknown = [c for c in chosen if c not in known]
+    if unknown:
+        raise UserError(
+            f"classes={chosen}: {', '.join(unknown)} not among the model's classes "
+            f"({', '.join(known)}); name some of those, or leave classes=null for all."
+        )
+    return list(chosen)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -91,16 +104,21 @@ def evaluate(cfg: DictConfig) -> dict:
                 "Nothing to do: give ckpt_path=<checkpoint> and/or train_classifier=true."
             )
         return {"classifier_accuracy": meta["val_accuracy"], "classifier": str(path)}
-    classes = datamodule.class_names
+    classes = datamodule.class_names  # the judge's
+    chosen = evaluated_classes(cfg, pipe)
+    numbers = [classes.index(c) for c in chosen]
+    bank = pipe.model.prompts
+    prompts = [bank.default_prompts[bank.class_names.index(c)] for c in chosen]
 
     n = cfg.images_per_class
-    out, seconds = timed(pipe, None, n, options=options)
+    out, seconds = timed(pipe, prompts, n, options=options)
     samples = out.images.flatten(0, 1) * 2 - 1  # (C·n, ch, H, W) in [−1, 1], like the real images
-    labels = torch.arange(len(classes)).repeat_interleave(n)
-    heldout, reference = real_sets(datamodule, len(samples))
+    labels = torch.tensor(numbers).repeat_interleave(n)
+    heldout, reference = real_sets(datamodule, len(samples), numbers)
 
     result = {
         "checkpoint": str(cfg.ckpt_path),
+        **({"classes": chosen} if chosen != classes else {}),
         "sampler": options.sampler, "steps": options.steps,
         "timestep_spacing": options.timestep_spacing, "eta": options.eta,
         # not "precision": that is the samples' precision (with recall) below
@@ -118,13 +136,15 @@ def evaluate(cfg: DictConfig) -> dict:
     result |= standard_metrics(heldout[0], samples, prompts, cfg.inception_weights, cfg.clip_model)
     heldout_phrasings = cfg.get("heldout")
     result |= phrasing_accuracy(
-        pipe, judge, heldout_phrasings, classes, cfg.phrasing_images_per_class, options
+        pipe, judge, heldout_phrasings, chosen, numbers, cfg.phrasing_images_per_class, options
     )
     if cfg.attribute_images_per_class:
         other_words = (heldout_phrasings or {}).get("attribute_phrasings") or {}
+        position = {number: i for i, number in enumerate(numbers)}  # labels as chosen's
+        real = (reference[0], torch.tensor([position[int(y)] for y in reference[1]]))
         result |= attribute_following(
             pipe, datamodule.attributes, datamodule.caption_templates, datamodule.heldout,
-            dict(other_words), reference, classes, cfg.attribute_images_per_class, options,
+            dict(other_words), real, chosen, cfg.attribute_images_per_class, options,
         )  # fmt: skip
     out_dir = cfg.out_dir or RunDir.evaluation_dir(Path(cfg.ckpt_path), settings_name(result))
     write_report(result, out.images, Path(out_dir))

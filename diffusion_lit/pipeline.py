@@ -103,12 +103,19 @@ class TextToImage:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", use_ema: bool = True
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        use_ema: bool = True,
+        adapters: list[str | Path] = (),
+        adapter_weights: list[float] | None = None,
     ) -> "TextToImage":
         """Loads a training checkpoint (``.ckpt``) or an export folder, without running pickled
-        code. ``use_ema`` picks a checkpoint's EMA weights (kept when trained with the EMA
-        callback) or its raw trained weights; an export holds the weights it was exported with."""
-        spec, model = load_model(path, use_ema)
+        code, with the LoRA ``adapters`` (folders) made for it folded in, each scaled by its
+        weight (``adapter_weights``, default 1). ``use_ema`` picks a checkpoint's EMA weights
+        (kept when trained with the EMA callback) or its raw trained weights; an export holds
+        the weights it was exported with."""
+        spec, model = load_model(path, use_ema, adapters, adapter_weights)
         return cls(model.to(resolve_device(device)), spec)
 
     @property

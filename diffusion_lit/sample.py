@@ -17,14 +17,16 @@ def sample(cfg: DictConfig) -> Path | None:
     """Writes ``<out_dir>/<slug>/NNN.png`` per prompt and ``<out_dir>/grid.png``; returns grid."""
     ckpt_path = existing(checks.path("ckpt_path", cfg.ckpt_path))
     use_ema = checks.flag("use_ema", cfg.use_ema)
+    adapters = checks.paths("adapters", cfg.get("adapters"))
+    weights = cfg.get("adapter_weights")
     if cfg.prompts == "list":
-        return list_prompts(ckpt_path, use_ema)
+        return list_prompts(ckpt_path, use_ema, adapters, weights)
     options = SamplingOptions.from_config(cfg)
     device = checks.device("device", cfg.device)
     num_images = checks.integer("num_images", cfg.num_images, 1, 100_000)
     out_dir = checks.out_dir("out_dir", cfg.out_dir)
     prompts = checks.texts("prompts", cfg.prompts, optional=True)
-    pipe = TextToImage.from_checkpoint(ckpt_path, device=device, use_ema=use_ema)
+    pipe = TextToImage.from_checkpoint(ckpt_path, device, use_ema, adapters, weights)
     out = pipe(prompts, num_images, options=options)
     for note in out.unfamiliar:
         log.warning(note)
@@ -38,10 +40,12 @@ def sample(cfg: DictConfig) -> Path | None:
     return grid
 
 
-def list_prompts(ckpt_path: Path, use_ema: bool) -> None:
+def list_prompts(
+    ckpt_path: Path, use_ema: bool = True, adapters: list[Path] = (), weights=None
+) -> None:
     """``prompts=list``: prints what the model was trained to draw: each class's prompts, a
     class a line, and the words of each attribute its captions name."""
-    pipe = TextToImage.from_checkpoint(ckpt_path, device="cpu", use_ema=use_ema)
+    pipe = TextToImage.from_checkpoint(ckpt_path, "cpu", use_ema, adapters, weights)
     print("\n".join(pipe.vocabulary()))
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from diffusion_lit import checks, cli
 from diffusion_lit.errors import BadValue, UserError, first_line
 from diffusion_lit.modelfile.checkpoint import read_checkpoint
+from diffusion_lit.training import extension
 from diffusion_lit.training.config import build, model_spec
 from diffusion_lit.training.module import DiffusionModule
 from diffusion_lit.training.resume import (
@@ -78,14 +79,18 @@ def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
         ) from err
 
 
-def build_module(cfg: DictConfig, datamodule) -> DiffusionModule:
-    """The model the config describes, around a UNet built from it, with the training options;
-    the optimizer and its schedule tried once on it, so that a value they refuse stops the run
-    here."""
+def build_module(
+    cfg: DictConfig, datamodule, base: extension.Base | None = None, replay_mode: str = "none"
+) -> DiffusionModule:
+    """The model the config describes, around a UNet built from it (started from ``base``'s
+    weights when given), with the training options; the optimizer and its schedule tried once
+    on it, so that a value they refuse stops the run here."""
     net = build(cfg.model, "model")
     spec = model_spec(
         cfg, datamodule.class_names, datamodule.class_prompts, datamodule.attribute_words
     )
+    if base is not None:
+        spec = extension.start(cfg, base, net, spec, datamodule, replay_mode)
     module = DiffusionModule(
         spec,
         spec.build(net),
@@ -99,7 +104,7 @@ def build_module(cfg: DictConfig, datamodule) -> DiffusionModule:
         seed=cfg.seed,
     )
     try:
-        optimizer = module.optimizer(params=module.net.parameters())
+        optimizer = module.optimizer(params=module.trained_parameters())
     except (ValueError, TypeError) as err:
         raise UserError(
             f"The optimizer refuses its settings: {first_line(err)}. Fix the optimizer.* value "
@@ -124,8 +129,13 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     resumed, resumed_spec = read_checkpoint(checkpoint) if checkpoint else (None, None)
     L.seed_everything(cfg.seed, workers=True)
     # everything a value can be refused by is built before anything slow (the text encoder)
+    base = extension.read_base(cfg)
     datamodule = build(cfg.data, "data")
-    module = build_module(cfg, datamodule)
+    replay_mode, replay_classes = "none", []
+    if base is not None:
+        datamodule.extend(base.spec.class_names, base.spec.class_prompts, base.spec.attributes)
+        replay_mode, replay_classes = extension.replayed(cfg, base, datamodule)
+    module = build_module(cfg, datamodule, base, replay_mode)
     if resumed:
         check_same_model(checkpoint, resumed_spec, module.spec)
         log.info("Resuming from %s (step %d)", checkpoint, resumed["global_step"])
@@ -137,6 +147,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     callbacks += extra_callbacks or []
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     module.encode_prompts(build(cfg.text_encoder, "text_encoder"))
+    if base is not None:
+        log.info("Starting from %s: %s", base.path, ", ".join(module.spec.class_names))
+        module.replay = extension.replay_set(cfg, base, datamodule, replay_mode, replay_classes)
     for logger in loggers:
         if resumed and isinstance(logger, CSVLogger) and trainer.is_global_zero:
             continue_csv_log(logger, resumed["global_step"])

@@ -77,3 +77,15 @@ def test_phrasings_bench_smoke(trained_run):
 def test_retrieval_bench_smoke():  # text only: MiniLM finds every digit phrasing's class
     out = run_bench("retrieval.py")
     assert "| `text_encoder=minilm` | digits | 100/100 (100%) | — |" in out
+
+
+@pytest.mark.slow
+def test_captions_bench_smoke():
+    out = run_bench("captions.py", "--shares", "0.5", "--attribute-scales", "3")
+    assert "| attribute_share 0.5, attribute_scale 3 |" in out
+
+
+@pytest.mark.slow
+def test_extend_bench_smoke():
+    out = run_bench("extend.py", "--modes", "full-generated,lora-generated")
+    assert "| base (0–7), before |" in out and "| lora-generated |" in out

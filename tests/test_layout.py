@@ -85,7 +85,7 @@ def test_no_import_does_work():
     ]
     code = (
         # the libraries first: what they set on import is theirs
-        "import importlib, warnings, gradio, hydra, lightning, torchmetrics, torchvision\n"
+        "import importlib, warnings, gradio, hydra, lightning, peft, torchmetrics, torchvision\n"
         "from omegaconf import OmegaConf\n"
         "filters = list(warnings.filters)\n"
         f"for name in {modules!r}:\n"

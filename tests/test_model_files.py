@@ -175,20 +175,23 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
     assert pipe.model.net._compiled_call_impl is None
     assert set(pipe.spec.to_dict()) == {
         "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
-        "attributes", "sampling",
+        "attributes", "sampling", "lineage", "adapter",
     }  # fmt: skip
     assert pipe.model.guidance == Guidance()  # it recorded none: the defaults it was sampled with
 
 
 def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
     ckpt = torch.load(format2[0], map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["version"] = 4
+    ckpt["hyper_parameters"]["version"] = 5
     torch.save(ckpt, tmp_path / "model.ckpt")
-    with pytest.raises(UserError, match="format 4.*Upgrade diffusion_lit"):
+    with pytest.raises(UserError, match="format 5.*Upgrade diffusion_lit"):
         TextToImage.from_checkpoint(tmp_path / "model.ckpt")
 
 
 FORMAT2 = ROOT / "tests" / "data" / "format2"  # written by the code of commit 0c538b5
+# bit-exact on the CPU that wrote them; another CPU's kernels round differently (2e-6 seen on
+# another EPYC), where another model, sampler or prompt moves pixels by 1e-2 and more
+ATOL = 1e-5
 
 
 @pytest.mark.parametrize("form", ["model.ckpt", "export"])
@@ -201,8 +204,8 @@ def test_format2_files_written_before_the_layout_change_sample_the_same_pixels(f
     for sampler in ("ddpm", "ddim", "dpmpp_2m"):
         images = pipe(["Draw a six", "a 3", "a handwritten seven"], num_images=2, steps=5,
                       sampler=sampler, seed=0, progress=False, precision="32").images  # fmt: skip
-        torch.testing.assert_close(images, before[f"{form}-{sampler}"], atol=0, rtol=0)
+        torch.testing.assert_close(images, before[f"{form}-{sampler}"], atol=ATOL, rtol=0)
     if form == "model.ckpt":
         raw = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu", use_ema=False)
         images = raw(None, num_images=1, steps=5, seed=1, progress=False, precision="32").images
-        torch.testing.assert_close(images, before["raw-ddpm"], atol=0, rtol=0)
+        torch.testing.assert_close(images, before["raw-ddpm"], atol=ATOL, rtol=0)

@@ -41,13 +41,14 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     run_dir, _, _ = trained_run
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
-    assert hp["version"] == 3 and hp["net"]["kind"] == "simple"
+    assert hp["version"] == 4 and hp["net"]["kind"] == "simple"
     assert hp["schedule"]["timesteps"] == 20 and hp["schedule"]["kind"] == "cosine"
     assert hp["text_encoder"]["kind"] == "minilm" and hp["text_encoder"]["dim"] == 384
     assert set(hp) == {
         "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
-        "attributes", "sampling",
+        "attributes", "sampling", "lineage", "adapter",
     }  # fmt: skip
+    assert hp["lineage"] == [] and hp["adapter"] is None  # trained from scratch, all its weights
     assert hp["sampling"] == {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],
                               "nearest_prompt": True}  # fmt: skip
     assert hp["attributes"] == {}  # TINY trains on class prompts

@@ -18,9 +18,17 @@ from torchvision import transforms as T
 
 from diffusion_lit import checks
 from diffusion_lit.data.measures import MEASURES, as_array, measure_all
+from diffusion_lit.data.resident import ResidentLoader
+from diffusion_lit.data.subset import ClassSubset
 from diffusion_lit.errors import BadValue, UserError
-from diffusion_lit.text.captions import Attribute, CaptionTable, described, from_image_captions
-from diffusion_lit.text.templates import check_templates, class_prompts
+from diffusion_lit.text.captions import (
+    Attribute,
+    CaptionTable,
+    described,
+    from_image_captions,
+    merged,
+)
+from diffusion_lit.text.templates import check_templates, class_names_of, class_prompts
 
 
 def _convert(image, mode: str):
@@ -54,11 +62,15 @@ class ImageDataModule(L.LightningDataModule):
     lists the class × word captions training never sees; ``attribute_share``: how often a
     caption names each attribute its image has a word for). The loaders yield (image, label,
     the positions of its captions); training draws one of them at random every step.
+    ``classes`` (names) keeps only those classes' images, numbered in that order; a model
+    being extended puts its own classes and captions first (:meth:`extend`).
 
     ``batch_size`` is the global batch: each of the trainer's devices gets an equal share.
     The training order depends only on (seed, epoch), and the loaders are torchdata's
     ``StatefulDataLoader``, whose position inside an epoch Lightning saves in checkpoints: a
-    resumed run sees the batches it would have seen.
+    resumed run sees the batches it would have seen. ``resident`` keeps the whole dataset,
+    decoded once, on the training device instead (:mod:`.resident`): the same batches, with no
+    loader to wait on.
     """
 
     def __init__(
@@ -80,6 +92,8 @@ class ImageDataModule(L.LightningDataModule):
         heldout_combinations: dict | None = None,
         attribute_share: float = 0.5,
         measure_cache: str | None = None,
+        classes: list[str] | None = None,
+        resident: bool = False,
         **dataset_kwargs,
     ):
         super().__init__()
@@ -92,8 +106,13 @@ class ImageDataModule(L.LightningDataModule):
             raise BadValue("val_fraction", val_fraction, "a finite number > 0 and < 1")
         checks.integer("split_seed", split_seed, 0, checks.MAX_SEED)
         for key, value in [("pin_memory", pin_memory), ("persistent_workers", persistent_workers),
-                           ("hflip", hflip)]:  # fmt: skip
+                           ("hflip", hflip), ("resident", resident)]:  # fmt: skip
             checks.flag(key, value)
+        if resident and hflip:
+            raise UserError(
+                "data.resident=true reads each image once, so it cannot flip them at random: "
+                "set data.hflip=false, or data.resident=false."
+            )
         # one template given as a string is a one-item list, not a list of its characters
         self.prompt_templates = checks.texts("prompt_templates", prompt_templates)
         check_templates(self.prompt_templates)
@@ -108,25 +127,36 @@ class ImageDataModule(L.LightningDataModule):
             raise BadValue("attribute_share", attribute_share, "a finite number > 0 and < 1")
         self.attribute_share = attribute_share
         self.measure_cache = checks.path("measure_cache", measure_cache, optional=True)
+        self.classes = checks.texts("classes", classes, optional=True)
         # the dataset's own arguments, checked here, where the config names them data.*
         if "root" in dataset_kwargs:
             checks.path("root", dataset_kwargs["root"])
         if "download" in dataset_kwargs:
             checks.flag("download", dataset_kwargs["download"])
-        self.dataset = partial(dataset, **dataset_kwargs)
+        self.source = partial(dataset, **dataset_kwargs)
         self.image_size, self.channels, self.hflip = image_size, channels, hflip
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.resident = resident
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
-        self._classes: list[str] | None = None
+        self.known: tuple[list[str], CaptionTable] | None = None
+
+    def dataset(self, transform: Callable | None = None) -> Dataset:
+        """The dataset (only ``classes``' images, when given)."""
+        found = self.source(transform=transform)
+        return ClassSubset(found, self.classes) if self.classes is not None else found
+
+    @functools.cached_property
+    def data_class_names(self) -> list[str]:
+        """The classes of the data's images (after ``classes``)."""
+        return list(self.dataset(transform=None).classes)
 
     @property
     def class_names(self) -> list[str]:
-        if self._classes is None:
-            self._classes = list(self.dataset(transform=None).classes)
-        return self._classes
+        """The model's classes: the data's, after those of a model being extended."""
+        return self._extended[0] if self.known else self.data_class_names
 
     @property
     def class_prompts(self) -> list[list[str]]:
@@ -138,16 +168,50 @@ class ImageDataModule(L.LightningDataModule):
         """The words of each attribute the captions use."""
         return self.captions.attributes
 
-    @functools.cached_property
+    def extend(self, class_names: list[str], class_prompts: list[list[str]],
+               attributes: dict[str, list[str]]) -> None:  # fmt: skip
+        """Makes the captions those of a trained model (its ``class_names``, ``class_prompts``
+        and attribute words) followed by the data's: the model's classes keep their numbers
+        and captions, and the data's images are labelled and captioned in that table."""
+        self.known = (list(class_names), CaptionTable(class_prompts, attributes=attributes))
+        self.__dict__.pop("_extended", None)
+
+    @property
     def captions(self) -> CaptionTable:
-        """The caption table: each class's captions and each image's (computed once)."""
+        """The caption table: each class's captions and each image's caption positions."""
+        return self._extended[1] if self.known else self.data_captions
+
+    @property
+    def labels_in_table(self) -> np.ndarray:
+        """Each of the data's classes' number among :attr:`class_names`."""
+        return self._extended[2].classes if self.known else np.arange(len(self.data_class_names))
+
+    @functools.cached_property
+    def _extended(self) -> tuple[list[str], CaptionTable, object]:
+        own = self.data_captions
+        names, table, (_, remap) = merged([self.known, (self.data_class_names, own)])
+        labels = [int(t) for t in self.dataset(transform=None).targets]
+        rows = remap.rows(labels, own.rows)
+        return names, CaptionTable(table.class_prompts, rows, table.attributes, own.words), remap
+
+    @functools.cached_property
+    def data_captions(self) -> CaptionTable:
+        """The data's own caption table: each class's captions and each image's (computed
+        once)."""
         base = self.dataset(transform=None)
         labels = [int(t) for t in base.targets]
+        names = self.data_class_names
         if getattr(base, "captions", None) is not None:
-            return from_image_captions(self.class_names, base.captions, labels)
+            return from_image_captions(names, base.captions, labels)
+        # the vocabulary is the whole data's (checked so), of which ``classes`` use their part
+        every = base.dataset.classes if isinstance(base, ClassSubset) else names
+        class_names_of(every, self.class_synonyms)
+        synonyms = {k: v for k, v in (self.class_synonyms or {}).items() if k in names}
         if not self.attributes:
-            prompts = class_prompts(self.class_names, self.prompt_templates, self.class_synonyms)
-            return CaptionTable(prompts)
+            return CaptionTable(class_prompts(names, self.prompt_templates, synonyms))
+        described(every, self.prompt_templates, None, self.attributes, self.caption_templates,
+                  self.heldout)  # fmt: skip
+        heldout = {w: [c for c in cs if c in names] for w, cs in (self.heldout or {}).items()}
         measures = measure_all(
             (as_array(base[i][0]) for i in range(len(base))),  # (a folder's wraps around)
             sorted({a.measure for a in self.attributes}),
@@ -156,8 +220,8 @@ class ImageDataModule(L.LightningDataModule):
         )
         words = {a.name: a.words_of(measures[a.measure], labels) for a in self.attributes}
         return described(
-            self.class_names, self.prompt_templates, self.class_synonyms, self.attributes,
-            self.caption_templates, self.heldout, words, labels, self.attribute_share,
+            names, self.prompt_templates, synonyms, self.attributes, self.caption_templates,
+            heldout, words, labels, self.attribute_share,
         )  # fmt: skip
 
     def prepare_data(self) -> None:
@@ -175,7 +239,6 @@ class ImageDataModule(L.LightningDataModule):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         self.train_set = Subset(train_full, order[n_val:])
         self.val_set = Subset(val_full, order[:n_val])
-        self._classes = list(train_full.classes)
 
     def _per_device_batch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -186,8 +249,13 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self.batch_size // world
 
-    def _loader(self, subset: Subset, sampler: Sampler | None = None) -> StatefulDataLoader:
-        dataset = Captioned(subset, self.captions)
+    def _loader(
+        self, subset: Subset, sampler: Sampler | None = None
+    ) -> StatefulDataLoader | ResidentLoader:
+        dataset = Captioned(subset, self.captions, self.labels_in_table)
+        if self.resident:
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            return ResidentLoader(dataset, self._per_device_batch(), sampler, device)
         with warnings.catch_warnings():  # torchdata calls an API torch deprecated, not the user
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             return StatefulDataLoader(
@@ -224,20 +292,21 @@ class ImageDataModule(L.LightningDataModule):
 
 class Captioned(Dataset):
     """A subset's (image, label) with the positions of the image's captions in its class's row
-    (every position of it, for a dataset without captions of its own)."""
+    of ``captions`` (every position of it, for a table without captions per image), the label
+    its class's number in the table (``labels``: the dataset's class → the table's)."""
 
-    def __init__(self, subset: Subset, captions: CaptionTable):
-        self.subset = subset
-        width = len(captions.class_prompts[0])
-        self.rows = captions.rows if captions.rows is not None else np.arange(width)[None]
+    def __init__(self, subset: Subset, captions: CaptionTable, labels: np.ndarray):
+        self.subset, self.labels = subset, labels
+        self.every = np.arange(len(captions.class_prompts[0]))
+        self.rows = captions.rows
 
     def __len__(self) -> int:
         return len(self.subset)
 
     def __getitem__(self, i: int):
         image, label = self.subset[i]
-        row = self.rows[self.subset.indices[i] if len(self.rows) > 1 else 0]
-        return image, label, torch.as_tensor(row, dtype=torch.long)
+        row = self.every if self.rows is None else self.rows[self.subset.indices[i]]
+        return image, int(self.labels[label]), torch.as_tensor(row, dtype=torch.long)
 
 
 def fingerprint(dataset) -> str:

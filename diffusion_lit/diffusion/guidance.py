@@ -47,13 +47,15 @@ class Guidance:
             self.attribute_scale if attribute_scale is None else attribute_scale,
         )
 
+    # what a model file's ``sampling`` may hold of it (attribute_scale: only when set)
+    RECORD_KEYS = ("guidance_scale", "guidance_interval", "attribute_scale")
+
     def to_dict(self) -> dict:
         """As a model file and eval.json record it."""
-        return {
-            "guidance_scale": self.scale,
-            "guidance_interval": list(self.interval),
-            "attribute_scale": self.attribute_scale,
-        }
+        record = {"guidance_scale": self.scale, "guidance_interval": list(self.interval)}
+        if self.attribute_scale is not None:  # a model without one records what it always did
+            record["attribute_scale"] = self.attribute_scale
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "Guidance":

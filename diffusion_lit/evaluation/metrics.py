@@ -13,14 +13,22 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from diffusion_lit.evaluation.judge import FeatureExtractor, ImageClassifier, predict, stack
 
 
-def real_sets(datamodule, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+def real_sets(
+    datamodule, n: int, classes: list[int] | None = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """(images, labels) of the held-out images, which samples are compared with, and of ``n``
     training images, without augmentation (the val transform over train indices): the
-    real-vs-real reference. ``n`` is the number of samples: FID and the k-NN radii of
-    precision/recall depend on the set sizes, so the reference has the samples' size."""
-    heldout = stack(datamodule.val_set)
-    train_indices = datamodule.train_set.indices[:n]
-    return heldout, stack(Subset(datamodule.val_set.dataset, train_indices))
+    real-vs-real reference; of the ``classes`` (numbers; None: all) only. ``n`` is the number
+    of samples: FID and the k-NN radii of precision/recall depend on the set sizes, so the
+    reference has the samples' size."""
+    dataset, targets = datamodule.val_set.dataset, datamodule.val_set.dataset.targets
+    keep = set(range(len(datamodule.class_names))) if classes is None else set(classes)
+
+    def of_classes(indices: list[int]) -> list[int]:
+        return [i for i in indices if int(targets[i]) in keep]
+
+    heldout = stack(Subset(dataset, of_classes(datamodule.val_set.indices)))
+    return heldout, stack(Subset(dataset, of_classes(datamodule.train_set.indices)[:n]))
 
 
 @torch.no_grad()

@@ -12,20 +12,20 @@ from diffusion_lit.text.templates import class_prompts
 
 def heldout_phrasings(heldout, classes: list[str]) -> list[list[str]] | None:
     """The phrasings of a data's held-out config node (``prompt_templates``, ``class_synonyms``)
-    per class; None without one."""
+    for each of ``classes``; None without one."""
     if not heldout:
         return None
-    return class_prompts(
-        classes, list(heldout.prompt_templates), heldout.get("class_synonyms"), where="heldout"
-    )
+    synonyms = {k: v for k, v in (heldout.get("class_synonyms") or {}).items() if k in classes}
+    return class_prompts(classes, list(heldout.prompt_templates), synonyms, where="heldout")
 
 
 def phrasing_sets(pipe: TextToImage, heldout, classes: list[str]) -> dict:
     """``training_phrasings`` (the model's prompts) and, where the data has a held-out config,
-    ``heldout_phrasings``: each a list of prompts per class."""
-    sets = {"training_phrasings": pipe.model.prompts.class_prompts}
+    ``heldout_phrasings``: each a list of prompts for each of ``classes``."""
+    bank = pipe.model.prompts
+    own = [bank.class_prompts[bank.class_names.index(c)] for c in classes]
     found = heldout_phrasings(heldout, classes)
-    return sets if found is None else sets | {"heldout_phrasings": found}
+    return {"training_phrasings": own} | ({} if found is None else {"heldout_phrasings": found})
 
 
 def phrasing_accuracy(
@@ -33,25 +33,32 @@ def phrasing_accuracy(
     judge: ImageClassifier,
     heldout,
     classes: list[str],
+    labels: list[int],
     n: int,
     options: SamplingOptions,
 ) -> dict:
-    """For each phrasing set, the accuracy of ``n`` images per class sampled with ``options``,
-    and every prompt's (``<set>_accuracy``, ``<set>_per_prompt``); nothing for ``n`` = 0."""
+    """For each phrasing set, the accuracy of ``n`` images per class of ``classes`` (whose
+    numbers for the judge are ``labels``) sampled with ``options``, and every prompt's
+    (``<set>_accuracy``, ``<set>_per_prompt``); nothing for ``n`` = 0."""
     result = {}
     for name, per_class in (phrasing_sets(pipe, heldout, classes) if n else {}).items():
-        accuracy, per_prompt = prompt_accuracy(per_class, n, options, pipe, judge)
+        accuracy, per_prompt = prompt_accuracy(per_class, labels, n, options, pipe, judge)
         result |= {f"{name}_accuracy": accuracy, f"{name}_per_prompt": per_prompt}
     return result
 
 
 def prompt_accuracy(
-    per_class: list[list[str]], n: int, options: SamplingOptions, pipe: TextToImage, judge
+    per_class: list[list[str]],
+    classes: list[int],
+    n: int,
+    options: SamplingOptions,
+    pipe: TextToImage,
+    judge,
 ) -> tuple[float, dict[str, float]]:
-    """The judge's accuracy on ``n`` images per class cycling through each class's prompts, in
-    all and by prompt."""
+    """The judge's accuracy on ``n`` images per class (``classes``: their numbers for the judge)
+    cycling through each class's prompts, in all and by prompt."""
     prompts = [ps[j % len(ps)] for ps in per_class for j in range(n)]
-    labels = torch.arange(len(per_class)).repeat_interleave(n)
+    labels = torch.tensor(classes).repeat_interleave(n)
     images = pipe(prompts, options=options, progress=False).images.flatten(0, 1)
     correct = (predict(judge, images * 2 - 1) == labels).float()
     by_prompt = {p: [] for p in prompts}

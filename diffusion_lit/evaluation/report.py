@@ -1,8 +1,10 @@
 """An evaluation's report: ``eval.json`` (every number), ``eval.md`` (the table) and
 ``grid.png``, in a folder named by the settings sampled with."""
 
+import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -17,7 +19,7 @@ def settings_name(result: dict) -> str:
     """The evaluation folder's settings part, from what it sampled with (``result``: the
     model's guidance where the command left it null, ``auto`` precision resolved):
     ``<sampler><steps>[-<spacing>]-w<scale>[-i<start>-<stop>][-a<attribute scale>][-bf16]
-    [-raw]``."""
+    [-raw][-only-<classes>]``."""
     spacing = "" if result["timestep_spacing"] == "linspace" else f"-{result['timestep_spacing']}"
     start, stop = result["guidance_interval"]
     interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
@@ -25,9 +27,13 @@ def settings_name(result: dict) -> str:
     attribute = result.get("attribute_scale")
     nested = "" if attribute in (None, result["guidance_scale"]) else f"-a{attribute:g}"
     raw = "" if result["use_ema"] else "-raw"
+    names = "_".join(re.sub(r"[^\w-]+", "-", c) for c in result.get("classes") or [])
+    only = f"-only-{names}" if names else ""
+    if len(only) > 64:  # a long list of names: a short digest of them
+        only = "-only-" + hashlib.sha256(only.encode()).hexdigest()[:12]
     return (
         f"{result['sampler']}{result['steps']}{spacing}-w{result['guidance_scale']:g}"
-        f"{interval}{nested}{bf16}{raw}"
+        f"{interval}{nested}{bf16}{raw}{only}"
     )
 
 

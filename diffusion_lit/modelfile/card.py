@@ -10,17 +10,21 @@ from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.images import save_grid
+from diffusion_lit.modelfile.lineage import describe
 from diffusion_lit.modelfile.spec import ModelSpec
 from diffusion_lit.runs.layout import RunDir
 from diffusion_lit.runs.summary import read_config, read_newest_eval, summarize
 
 
-def card_grid(model: DiffusionModel, ckpt_path: Path, path: Path, steps: int) -> str:
+def card_grid(
+    model: DiffusionModel, ckpt_path: Path, path: Path, steps: int, fresh: bool = False
+) -> str:
     """Writes the model card's picture to ``path``: the checkpoint's evaluation grid or the
-    run's final sample grid when there is one, else a fresh grid (4 per class, ``steps`` DDPM
-    steps); returns where it came from."""
-    run = RunDir.of_checkpoint(ckpt_path)
-    found = [d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)]
+    run's final sample grid when there is one (and not ``fresh``: the model is not the
+    checkpoint's alone), else a fresh grid (4 per class, ``steps`` DDPM steps); returns where
+    it came from."""
+    run = RunDir.of_checkpoint(ckpt_path) if not fresh else None
+    found = [d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)] if not fresh else []
     found += [run.final_grid] if run else []
     # only files that lie where they seem to: the run's, or beside a checkpoint of no run
     existing = [p for p in found if (run.file(p) if run else p.is_file() and not p.is_symlink())]
@@ -40,14 +44,20 @@ def model_card(
     channels, size, _ = model.image_shape
     params = sum(p.numel() for p in model.net.parameters())
     prompt = spec.class_prompts[0][0]
+    trained = (
+        f" after {source['epochs']} epochs ({source['global_step']} steps)"
+        if "epochs" in source
+        else ""
+    )
+    adapters = "".join(f", with the adapter `{a}`" for a in source.get("adapters", []))
     lines = [
         f"# diffusion_lit {net} UNet: {len(spec.class_names)} classes, {size}×{size}×{channels}",
         "",
         "A text-conditioned DDPM (noise prediction, classifier-free guidance) trained with "
         f"diffusion_lit. {params / 1e6:.2f} M parameters; "
-        f"{source['weights']} weights from `{ckpt_path}` after {source['epochs']} epochs "
-        f"({source['global_step']} steps).",
+        f"{source['weights']} weights from `{ckpt_path}`{trained}{adapters}.",
         "",
+        *lineage_section(spec),
         "## Use",
         "",
         "```bash",
@@ -80,6 +90,44 @@ def model_card(
         "",
         "![samples](grid.png)",
         "",
+    ]
+    return "\n".join(lines)
+
+
+def lineage_section(spec: ModelSpec) -> list[str]:
+    """The models it was trained from, oldest first (none for a model trained from scratch)."""
+    if not spec.lineage:
+        return []
+    return ["## Lineage", "", "Trained from a base model, step by step (oldest first):", "",
+            *(f"{i}. {line}" for i, line in enumerate(describe(spec.lineage), 1)), ""]  # fmt: skip
+
+
+def adapter_card(spec: ModelSpec, folder: Path, source: dict) -> str:
+    """An adapter folder's README.md: its base, how to draw with it, what it adds."""
+    base = spec.lineage[-1]
+    new = [n for n in spec.class_names if n in base["classes"]]
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    example = spec.class_prompts[spec.class_names.index(new[0]) if new else 0][0]
+    lines = [
+        f"# diffusion_lit LoRA adapter: {', '.join(new) or 'a fine-tune'}",
+        "",
+        f"LoRA rank {spec.adapter['rank']} (alpha {spec.adapter['alpha']:g}) on "
+        f"{len(spec.adapter['modules'])} layers of the base model's UNet, from "
+        f"`{source['checkpoint']}` ({source['weights']} weights"
+        + (f", {source['epochs']} epochs" if "epochs" in source else "")
+        + f"); {size / 2**20:.2f} MB.",
+        "",
+        f"Base model: `{base['path']}`, content hash `{base['hash']}`. It is drawn over that "
+        "model only; another base is refused.",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"python -m diffusion_lit.sample ckpt_path={base['path']} adapters='[<this folder>]' "
+        f"prompts='[\"{example}\"]'",
+        "```",
+        "",
+        *lineage_section(spec),
     ]
     return "\n".join(lines)
 

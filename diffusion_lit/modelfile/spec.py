@@ -11,11 +11,16 @@ A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) ho
      "class_prompts": [["Draw a zero", ..., "a thick zero, slanted left", ...], ...],
      "attributes": {"thickness": ["thin", "thick"], "slant": ["slanted left", ...]},
      "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],
-                  "attribute_scale": 3.0, "nearest_prompt": false}}
+                  "attribute_scale": 3.0, "nearest_prompt": false},
+     "lineage": [{"hash": "3f2a…", "path": "outputs/runs/…/last.ckpt", "data": "Digits",
+                  "classes": ["eight", "nine"], "how": "lora", "replay": "generated"}],
+     "adapter": {"rank": 8, "alpha": 8.0, "modules": ["down1.conv1", ...]}}
 
+``lineage`` lists the models it was trained from, oldest first (:mod:`.lineage`); ``adapter``
+(null for most) says the UNet carries LoRA adapters on those layers (a fine-tune's checkpoint).
 (Format 2 had no ``attributes``, ``attribute_scale`` or ``nearest_prompt``: its models were
 trained on class prompts, sampled with plain guidance, and read a new prompt as its nearest
-training prompt.)
+training prompt; format 3 had no ``lineage`` or ``adapter``.)
 
 Reading looks ``kind`` up in :data:`UNETS` and :data:`TEXT_ENCODERS` (the schedule has one class,
 :class:`NoiseSchedule`, whose own ``kind`` is linear or cosine) and checks the arguments against
@@ -36,11 +41,13 @@ from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.errors import BadValue, UserError, show
+from diffusion_lit.modelfile.lineage import read_lineage
 from diffusion_lit.models import SimpleUNet, TextGuidedUNet
+from diffusion_lit.models.lora import add_lora, target_modules
 from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
 
-SPEC_VERSION = 3
-READABLE = (1, 2, 3)
+SPEC_VERSION = 4
+READABLE = (1, 2, 3, 4)
 UNETS: dict[str, type[nn.Module]] = {"simple": SimpleUNet, "enhanced": TextGuidedUNet}
 TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"minilm": MiniLMEncoder, "clip": CLIPEncoder}
 COMPONENTS = {"net": UNETS, "text_encoder": TEXT_ENCODERS, "schedule": {None: NoiseSchedule}}
@@ -75,8 +82,10 @@ class ModelSpec:
     arguments), the noise schedule's arguments, the classes with their training captions (the
     first of each its default prompt), the words of the attributes the captions name, and how
     it samples unless told otherwise: its guidance, and whether it reads a new prompt as its
-    nearest training caption or from its own text embedding (``nearest_prompt``). The only
-    hyperparameter a checkpoint keeps, so it rebuilds the model without the training code."""
+    nearest training caption or from its own text embedding (``nearest_prompt``); the models it
+    was trained from (``lineage``), and the LoRA adapter its UNet carries, if any
+    (``adapter``: rank, alpha and the layers). The only hyperparameter a checkpoint keeps, so
+    it rebuilds the model without the training code."""
 
     net: dict
     schedule: dict
@@ -86,9 +95,11 @@ class ModelSpec:
     guidance: Guidance = field(default_factory=Guidance)
     attributes: dict[str, list[str]] = field(default_factory=dict)
     nearest_prompt: bool = True
+    lineage: list[dict] = field(default_factory=list)
+    adapter: dict | None = None
 
     def to_dict(self) -> dict:
-        """The spec as a model file holds it (format 3)."""
+        """The spec as a model file holds it (format 4)."""
         return {
             "version": SPEC_VERSION,
             "net": dict(self.net),
@@ -98,6 +109,8 @@ class ModelSpec:
             "class_prompts": [list(p) for p in self.class_prompts],
             "attributes": {k: list(v) for k, v in self.attributes.items()},
             "sampling": self.guidance.to_dict() | {"nearest_prompt": self.nearest_prompt},
+            "lineage": [dict(link) for link in self.lineage],
+            "adapter": None if self.adapter is None else dict(self.adapter),
         }
 
     @classmethod
@@ -131,26 +144,14 @@ class ModelSpec:
                 )
             _check_arguments(table[kind], args, group, source)
             groups[group] = ({"kind": kind} if kind else {}) | args
-        names, prompts = data.get("class_names"), data.get("class_prompts")
-        if not (
-            isinstance(names, list)
-            and isinstance(prompts, list)
-            and len(names) == len(prompts) > 0
-            and all(isinstance(n, str) for n in names)
-            and all(
-                isinstance(p, list) and p and all(isinstance(s, str) for s in p) for p in prompts
-            )
-            and len({len(p) for p in prompts}) == 1
-        ):
-            raise UserError(
-                f"{source}: class_names and class_prompts must be lists of names and of prompt "
-                "lists, one per class and as many for each; the file is damaged or not a "
-                "diffusion_lit model."
-            )
+        names, prompts = read_classes(data.get("class_names"), data.get("class_prompts"), source)
         guidance, nearest = read_sampling(data.get("sampling", {}), source)
         attributes = read_attributes(data.get("attributes", {}), source)
+        lineage = read_lineage(data.get("lineage", []), source)
+        adapter = read_adapter(data.get("adapter"), source)
         return cls(**groups, class_names=names, class_prompts=prompts, guidance=guidance,
-                   attributes=attributes, nearest_prompt=nearest)  # fmt: skip
+                   attributes=attributes, nearest_prompt=nearest, lineage=lineage,
+                   adapter=adapter)  # fmt: skip
 
     def with_guidance(self, guidance: Guidance) -> "ModelSpec":
         return replace(self, guidance=guidance)
@@ -165,7 +166,19 @@ class ModelSpec:
         return DiffusionModel(net, schedule, prompts, self.guidance)
 
     def build_net(self, source: str | None = None) -> nn.Module:
-        return self._build("net", source)
+        """The UNet, with its LoRA adapter when the spec has one."""
+        net = self._build("net", source)
+        if self.adapter is not None:
+            try:
+                modules = target_modules(net, self.adapter["modules"])
+            except BadValue as err:
+                raise UserError(
+                    f"{source or 'the model'}: its adapter names a layer the UNet has no "
+                    f"Conv2d or Linear of ({show(err.value)}); the file is damaged or not a "
+                    "diffusion_lit model, so it was not loaded."
+                ) from None
+            add_lora(net, self.adapter["rank"], self.adapter["alpha"], modules)
+        return net
 
     def build_text_encoder(self) -> TextEncoder:
         return self._build("text_encoder")
@@ -184,11 +197,30 @@ class ModelSpec:
             ) from err
 
 
+def read_classes(names, prompts, source: str) -> tuple[list[str], list[list[str]]]:
+    """A model's classes and their captions, checked: a list of names and one of caption
+    lists, one per class and as many for each."""
+    if not (
+        isinstance(names, list)
+        and isinstance(prompts, list)
+        and len(names) == len(prompts) > 0
+        and all(isinstance(n, str) for n in names)
+        and all(isinstance(p, list) and p and all(isinstance(s, str) for s in p) for p in prompts)
+        and len({len(p) for p in prompts}) == 1
+    ):
+        raise UserError(
+            f"{source}: class_names and class_prompts must be lists of names and of prompt "
+            "lists, one per class and as many for each; the file is damaged or not a "
+            "diffusion_lit model."
+        )
+    return names, prompts
+
+
 def read_sampling(given, source: str) -> tuple[Guidance, bool]:
     """How a model file says its model samples, under ``sampling`` (absent keys: the defaults):
     its guidance and its ``nearest_prompt``, checked: numbers and a boolean only, each within
     what it may be."""
-    known = {*Guidance().to_dict(), "nearest_prompt"}
+    known = {*Guidance.RECORD_KEYS, "nearest_prompt"}
     try:
         # numbers only: a string could be an OmegaConf interpolation, were anything to resolve it
         if not (isinstance(given, dict) and _is_numeric(list(given.values()))):
@@ -219,6 +251,30 @@ def read_attributes(given, source: str) -> dict[str, list[str]]:
             "a mapping of names to lists of words."
         )
     return {k: list(v) for k, v in given.items()}
+
+
+# a rank beyond this is no low-rank adapter for these UNets
+MAX_RANK = 1024
+
+
+def read_adapter(given, source: str) -> dict | None:
+    """The LoRA adapter a spec says its UNet carries (null: none): a rank, an alpha and the
+    names of the layers, checked."""
+    if given is None:
+        return None
+    ok = isinstance(given, dict) and set(given) == {"rank", "alpha", "modules"}
+    ok = ok and isinstance(given["rank"], int) and 1 <= given["rank"] <= MAX_RANK
+    alpha = given.get("alpha") if ok else None
+    ok = ok and isinstance(alpha, int | float) and not isinstance(alpha, bool)
+    ok = ok and 0 < alpha <= 1e4  # NaN fails this too
+    ok = ok and isinstance(given["modules"], list) and 0 < len(given["modules"]) <= 10_000
+    ok = ok and all(isinstance(m, str) for m in given["modules"])
+    if not ok:
+        raise UserError(
+            f"{source} is damaged or not a diffusion_lit model: its adapter {show(given)} is not a "
+            f"rank (1–{MAX_RANK}), an alpha (> 0) and a list of layer names."
+        )
+    return {"rank": given["rank"], "alpha": float(given["alpha"]), "modules": given["modules"]}
 
 
 def _plain(value, key: str, source: str):

@@ -81,10 +81,11 @@ class Limits:
 
 class Models:
     """The pipelines the page may load and has loaded. It loads only the checkpoint it was
-    started with and the checkpoints and exports of the runs under ``runs_dir`` (with
-    ``allow_any_path``, for a trusted local user, any path), and answers every other path alike,
-    so that the box tells a visitor nothing of the server's files. Each is read once per file
-    time and weights, so a checkpoint rewritten by a running training is read again."""
+    started with and the checkpoints and exports of the runs under ``runs_dir``, with the
+    adapter folders of those runs over them (with ``allow_any_path``, for a trusted local user,
+    any path), and answers every other path alike, so that the box tells a visitor nothing of
+    the server's files. Each is read once per file time and weights, so a checkpoint rewritten
+    by a running training is read again."""
 
     def __init__(self, device: str, runs_dir: Path, start: Path, allow_any_path: bool = False):
         self.device, self.runs_dir, self.start = device, runs_dir, start
@@ -98,18 +99,47 @@ class Models:
             found += [*run.checkpoint_files(), *run.exports()]
         return list(dict.fromkeys(map(str, found)))
 
-    def _read(self, path: str, mtime: float, use_ema: bool) -> TextToImage:
-        return TextToImage.from_checkpoint(path, device=self.device, use_ema=use_ema)
+    def adapter_choices(self) -> list[str]:
+        """The adapter folders the page offers: those of its runs."""
+        return [str(a) for run in map(RunDir, run_paths(self.runs_dir)) for a in run.adapters()]
 
-    def get(self, path: str, use_ema: bool) -> TextToImage:
+    def _read(self, path: str, mtime: float, use_ema: bool, adapters: tuple,
+              weights: tuple | None) -> TextToImage:  # fmt: skip
+        found = [a for a, _ in adapters]
+        return TextToImage.from_checkpoint(path, self.device, use_ema, found, weights)
+
+    def get(
+        self, path: str, use_ema: bool, adapters: list[str] = (), weights: str = ""
+    ) -> TextToImage:
+        """The model ``path`` (one of :meth:`choices`), with ``adapters`` (of
+        :meth:`adapter_choices`) weighted by ``weights`` (numbers separated by commas; blank:
+        1 each)."""
         path = (path or "").strip()
-        if not self.allow_any_path and path not in self.choices():
+        adapters = [a.strip() for a in adapters or [] if a and a.strip()]
+        if not self.allow_any_path and (
+            path not in self.choices() or not set(adapters) <= set(self.adapter_choices())
+        ):
             raise UserError(
                 f"Choose one of this page's models: the checkpoints and exports of the runs "
-                f"under {self.runs_dir} (started with allow_any_path=true, any path)."
+                f"under {self.runs_dir}, and their adapters (started with allow_any_path=true, "
+                "any path)."
             )
         checked = existing(checks.path("ckpt_path", path or None))
-        return self._load(str(checked), checked.stat().st_mtime, use_ema)
+        found = tuple((a, existing(Path(a), "adapters").stat().st_mtime) for a in adapters)
+        return self._load(str(checked), checked.stat().st_mtime, use_ema, found,
+                          adapter_weights(weights))  # fmt: skip
+
+
+def adapter_weights(text: str) -> tuple[float, ...] | None:
+    """The adapter weights box: numbers separated by commas; blank: None (1 each)."""
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    try:
+        return tuple(float(t) for t in items) or None
+    except ValueError:
+        raise UserError(
+            f"Adapter weights {text!r}: give numbers separated by commas (1, 0.5), one per "
+            "adapter, or leave the box blank for 1 each."
+        ) from None
 
 
 def run_paths(runs_dir: Path) -> list[str]:
@@ -178,6 +208,8 @@ class Page:
         steps: float,
         seed: float,
         use_ema: bool,
+        adapters: list[str] | None,
+        weights: str,
         session: gr.Request,
         progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for it
     ):
@@ -188,7 +220,7 @@ class Page:
         chosen = {"guidance_scale": guidance_scale, "sampler": sampler, "steps": steps,
                   "seed": as_int(seed)}  # fmt: skip
         options = SamplingOptions.from_config(OmegaConf.merge(self.defaults, chosen))
-        pipe = self.models.get(ckpt_path, checks.flag("use_ema", use_ema))
+        pipe = self.models.get(ckpt_path, checks.flag("use_ema", use_ema), adapters, weights)
         stop = self.stops[session.session_hash] = threading.Event()
 
         def step(done: int, total: int) -> None:  # the sampler's own steps, and the Stop button
@@ -225,10 +257,12 @@ class Page:
             running.set()
 
     @answered_in_page
-    def describe_model(self, ckpt_path: str, use_ema: bool, steps: float):
-        """What a newly chosen model draws, the steps box bounded by its T and the guidance
-        slider at the model's own."""
-        pipe = self.models.get(ckpt_path, use_ema)
+    def describe_model(
+        self, ckpt_path: str, use_ema: bool, steps: float, adapters=(), weights: str = ""
+    ):
+        """What a newly chosen model (with its adapters) draws, the steps box bounded by its T
+        and the guidance slider at the model's own."""
+        pipe = self.models.get(ckpt_path, use_ema, adapters, weights)
         return vocabulary(pipe), steps_box(pipe, steps), guidance_slider(pipe)
 
     # Runs

@@ -89,6 +89,13 @@ def build_app(
                             seed = gr.Number(defaults.seed, precision=0, minimum=0, label="Seed")
                             reseed = gr.Button("random seed", size="sm")
                         use_ema = gr.Checkbox(defaults.use_ema, label="EMA weights (else raw)")
+                        adapters = gr.Dropdown(
+                            models.adapter_choices(), value=[], multiselect=True,
+                            label="LoRA adapters over it (made for this model)",
+                        )  # fmt: skip
+                        adapter_weights = gr.Textbox(
+                            "", label="Adapter weights (1, 0.5, ...; blank: 1 each)"
+                        )
                 info = gr.Markdown(elem_id="info")
                 gallery = gr.Gallery(label="Images", columns=8, elem_id="gallery")
                 grid = gr.File(label="Grid PNG")
@@ -126,17 +133,28 @@ def build_app(
 
         job = generate_button.click(
             page.generate,
-            [ckpt, prompts, num_images, guidance, sampler, steps, seed, use_ema],
+            [
+                ckpt,
+                prompts,
+                num_images,
+                guidance,
+                sampler,
+                steps,
+                seed,
+                use_ema,
+                adapters,
+                adapter_weights,
+            ],
             [gallery, grid, info],
             api_name="generate",
             concurrency_limit=concurrency,  # the others wait their turn in the queue
         )
         stop_button.click(page.stop, None, None, cancels=[job], api_name="stop")
         reseed.click(lambda: random.randint(0, checks.MAX_SEED), None, seed, api_name=False)
-        for changed in (ckpt.input, use_ema.change):
+        described = [ckpt, use_ema, steps, adapters, adapter_weights]
+        for changed in (ckpt.input, use_ema.change, adapters.change, adapter_weights.submit):
             changed(
-                page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance],
-                api_name=False,
+                page.describe_model, described, [trained, steps, guidance], api_name=False
             )  # fmt: skip
         run_views = [curves, grids, accuracy, evaluations, config, run_ckpt]
         for event in (app.load, refresh.click):
@@ -145,7 +163,7 @@ def build_app(
             )
         run.input(page.show_run, run, run_views, api_name=False)
         load.click(page.use_checkpoint, run_ckpt, [ckpt, tabs], api_name=False).then(
-            page.describe_model, [ckpt, use_ema, steps], [trained, steps, guidance], api_name=False
+            page.describe_model, described, [trained, steps, guidance], api_name=False
         )
         export_button.click(
             page.export, [run_ckpt, export_ema, overwrite], exported, api_name=False

@@ -2,6 +2,7 @@
 
     python -m diffusion_lit.runs list [DIR ...] [--json]        # a row per run under DIR (outputs/)
     python -m diffusion_lit.runs compare RUN RUN [RUN ...]      # the config keys that differ
+    python -m diffusion_lit.runs compare RUN                    # a fine-tune beside its bases
     python -m diffusion_lit.runs prune RUN ... --keep N [--yes]  # all but the N best checkpoints
 
 A run is a training run directory (``outputs/runs/<date_time>/``, a sweep's
@@ -23,7 +24,7 @@ from diffusion_lit.runs.housekeeping import (
     megabytes,
     prune_plan,
 )
-from diffusion_lit.runs.summary import find_runs, summarize
+from diffusion_lit.runs.summary import find_runs, lineage_runs, summarize
 
 
 def list_runs(args: argparse.Namespace) -> None:
@@ -33,10 +34,13 @@ def list_runs(args: argparse.Namespace) -> None:
 
 def compare_runs(args: argparse.Namespace) -> None:
     run_dirs = find_runs(args.runs)
+    if len(run_dirs) == 1:  # a fine-tune: beside the runs it descends from
+        run_dirs = lineage_runs(run_dirs[0])
     if len(run_dirs) < 2:
         raise UserError(
             f"compare needs two or more runs, and {', '.join(args.runs)} holds "
-            f"{len(run_dirs)}: pass more run directories."
+            f"{len(run_dirs)} (with no init_from run to compare it with): pass more run "
+            "directories."
         )
     print(compare_table(run_dirs))
 
@@ -97,7 +101,10 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(command=list_runs)
 
     compare = commands.add_parser("compare", help="the config keys that differ, and the metrics")
-    compare.add_argument("runs", nargs="+", metavar="RUN", help="two or more runs")
+    compare.add_argument(
+        "runs", nargs="+", metavar="RUN",
+        help="two or more runs, or one fine-tune (beside the runs it was trained from)",
+    )  # fmt: skip
     compare.set_defaults(command=compare_runs)
 
     prune = commands.add_parser("prune", help="delete all but the N best checkpoints of runs")

@@ -58,6 +58,7 @@ def list_rows(runs: list[Run]) -> list[dict[str, str]]:
     """The cells of ``list``, a dict per run (column name → text)."""
     return [
         {"run": run.path, "date": run.date[:16], "model": fmt(run.model), "data": fmt(run.data)}
+        | {"from": f"{run.parent} ({run.how})" if run.parent else "-"}
         | metric_cells(run)
         | {"checkpoints": ", ".join(run.checkpoints) or "-"}
         for run in runs

@@ -93,9 +93,22 @@ class RunDir:
         """The run's checkpoint files (``checkpoints/*.ckpt`` inside the run), sorted."""
         return sorted(p for p in self.checkpoints.glob("*.ckpt") if self.file(p))
 
+    @staticmethod
+    def export_dir(checkpoint: Path, use_ema: bool = True, adapter: bool = False) -> Path:
+        """Where the export CLI writes ``checkpoint``'s export by default: next to it, as
+        ``export-<ckpt>[-raw]`` (a model) or ``adapter-<ckpt>[-raw]`` (a LoRA fine-tune's
+        adapter)."""
+        kind = "adapter" if adapter else "export"
+        return checkpoint.parent / f"{kind}-{checkpoint.stem}{'' if use_ema else '-raw'}"
+
     def exports(self) -> list[Path]:
         """The export folders the export CLI writes by default into ``checkpoints/``."""
         found = self.checkpoints.glob("export-*/config.json")
+        return sorted(p.parent for p in found if self.file(p))
+
+    def adapters(self) -> list[Path]:
+        """The adapter folders the export CLI writes by default into ``checkpoints/``."""
+        found = self.checkpoints.glob("adapter-*/adapter.json")
         return sorted(p.parent for p in found if self.file(p))
 
     @classmethod

@@ -39,6 +39,8 @@ class Run:
     eval_fid_ratio: float | None  # FID in the judge's features ÷ real-vs-real
     eval_diversity: float | None  # per-class feature spread ÷ the real images'
     checkpoints: list[str]
+    parent: str | None = None  # init_from: the model it was trained from
+    how: str | None = None  # full | lora, and the replay, for a run with a parent
 
 
 def read_config(run_dir: Path) -> DictConfig | None:
@@ -95,9 +97,43 @@ def class_name(target: str | None) -> str | None:
     return target.rsplit(".", 1)[-1] if target else None
 
 
+def parent_of(cfg: DictConfig | None) -> Path | None:
+    """The model a run started from (its ``init_from``), if any."""
+    given = OmegaConf.select(cfg, "init_from", default=None) if cfg is not None else None
+    return Path(given) if isinstance(given, str) and given else None
+
+
+def parent_run(run_dir: Path) -> Path | None:
+    """The run that wrote the model a run started from, when it was a run's checkpoint or the
+    export or adapter folder beside it (``<run>/checkpoints/...``)."""
+    parent = parent_of(read_config(run_dir))
+    if parent is None:
+        return None
+    for folder in (parent.parent, parent.parent.parent):  # x.ckpt, or export-x/ and adapter-x/
+        if folder.name == RunDir(folder.parent).checkpoints.name:
+            return folder.parent
+    return None
+
+
+def lineage_runs(run_dir: Path, limit: int = 64) -> list[Path]:
+    """The runs a run descends from, oldest first, and itself (a chain of ``init_from`` runs
+    that can still be found; a loop or a missing run ends it)."""
+    chain = [run_dir]
+    while len(chain) < limit and (parent := parent_run(chain[0])) is not None:
+        if not parent.is_dir() or parent.resolve() in {c.resolve() for c in chain}:
+            break
+        chain.insert(0, parent)
+    return chain
+
+
 def summarize(run_dir: Path) -> Run:
     cfg = read_config(run_dir)
-    model = data = None
+    model = data = parent = how = None
+    if (given := parent_of(cfg)) is not None:
+        run = parent_run(run_dir)
+        parent = str(run.name if run is not None else given)
+        mode = OmegaConf.select(cfg, "finetune.mode", default="full")
+        how = f"{mode}, replay {OmegaConf.select(cfg, 'replay.mode', default='none')}"
     if cfg is not None:
         model = class_name(OmegaConf.select(cfg, "model._target_"))
         dataset = class_name(OmegaConf.select(cfg, "data.dataset._target_"))
@@ -126,6 +162,8 @@ def summarize(run_dir: Path) -> Run:
         eval_fid_ratio=to_float(result.get("fid_ratio")),
         eval_diversity=to_float(result.get("diversity")),
         checkpoints=[p.name for p in RunDir(run_dir).checkpoint_files()],
+        parent=parent,
+        how=how,
     )
 
 

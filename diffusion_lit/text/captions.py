@@ -192,3 +192,51 @@ def from_image_captions(
     table = [[p[i % len(p)] for i in range(width)] for p in per_class_list]
     rows = [[index[c][t] for t in texts] for texts, c in zip(captions, labels, strict=True)]
     return CaptionTable(table, _pad(rows))
+
+
+@dataclass(frozen=True)
+class Remap:
+    """Where one table's classes and caption positions went in a merged table."""
+
+    classes: np.ndarray  # (C,) a class of the table → its class in the merged one
+    positions: list[np.ndarray]  # per class: a position in its row → one in the merged row
+
+    def rows(self, labels: list[int], rows: np.ndarray | None) -> np.ndarray:
+        """Each image's caption positions in the merged table (``rows``: the table's; None:
+        any of its class's captions)."""
+        if rows is None:
+            return _pad([list(self.positions[c]) for c in labels])
+        return np.stack([self.positions[c][r] for c, r in zip(labels, rows, strict=True)])
+
+
+def merged(
+    tables: list[tuple[list[str], CaptionTable]],
+) -> tuple[list[str], CaptionTable, list[Remap]]:
+    """One table of the classes and captions of several (each with its class names), in order
+    of first appearance: a class they share has the captions of each; and where each table's
+    classes and positions went. A model extended with new data keeps its own captions first,
+    so what it drew it still draws."""
+    names: list[str] = []
+    captions: dict[str, dict[str, None]] = {}
+    attributes: dict[str, dict[str, None]] = {}
+    for classes, table in tables:
+        for name, row in zip(classes, table.class_prompts, strict=True):
+            if name not in captions:
+                names.append(name)
+                captions[name] = {}
+            captions[name].update(dict.fromkeys(row))
+        for attribute, words in table.attributes.items():
+            attributes.setdefault(attribute, {}).update(dict.fromkeys(words))
+    per_class = [list(captions[n]) for n in names]
+    index = [{t: k for k, t in enumerate(p)} for p in per_class]
+    remaps = []
+    for classes, table in tables:
+        where = np.array([names.index(n) for n in classes])
+        positions = [
+            np.array([index[c][t] for t in row])
+            for c, row in zip(where, table.class_prompts, strict=True)
+        ]
+        remaps.append(Remap(where, positions))
+    width = max(map(len, per_class))
+    rows = [[p[i % len(p)] for i in range(width)] for p in per_class]
+    return names, CaptionTable(rows, attributes={k: list(v) for k, v in attributes.items()}), remaps

@@ -1,6 +1,7 @@
 """The training prompts a model carries: every class's prompts and their encodings."""
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -47,6 +48,32 @@ class PromptBank(nn.Module):
         self.pooled = grouped.pooled.to(self.pooled)
         self.tokens = grouped.tokens.to(self.tokens)
         self.mask = grouped.mask.to(self.mask)
+
+    @torch.no_grad()
+    def extended(
+        self,
+        class_names: list[str],
+        class_prompts: list[list[str]],
+        encode: Callable[[list[str]], TextEmbedding],
+    ) -> "PromptBank":
+        """A bank of ``class_prompts`` (which holds this one's, as an extended model's does):
+        the encodings this one has copied, the other prompts encoded by ``encode`` (a text
+        encoder's, called only when there are any)."""
+        bank = PromptBank(class_names, class_prompts)
+        new = list(dict.fromkeys(p for p in bank.prompts if p not in self.index))
+        known = [p for p in dict.fromkeys(bank.prompts) if p in self.index]
+        found = self.stored(known) if known else None
+        if new:
+            f = encode(new)
+            fresh = TextEmbedding(f.pooled.to(self.pooled), f.tokens.to(self.tokens),
+                                  f.mask.to(self.mask))  # fmt: skip
+            found = fresh if found is None else found.cat(fresh)
+        where = {p: i for i, p in enumerate(known + new)}
+        rows = torch.tensor([where[p] for p in bank.prompts], device=self.pooled.device)
+        shape = (len(class_prompts), len(class_prompts[0]))
+        grouped = found.map(lambda z: z[rows].reshape(*shape, *z.shape[1:]))
+        bank.pooled, bank.tokens, bank.mask = grouped.pooled, grouped.tokens, grouped.mask
+        return bank
 
     def lookup(self, classes: torch.Tensor, positions: torch.Tensor) -> TextEmbedding:
         """The encodings of the given (class, position) pairs."""

@@ -32,11 +32,21 @@ def as_set(err: BadValue, node: DictConfig, where: str) -> BadValue:
     or, for a value the node takes from elsewhere (``timesteps: ${schedule.timesteps}``), at
     that key."""
     key = err.key.split(".")[0]
+    source = set_at(node, key, None)
+    if source is not None:
+        return BadValue(source, err.value, err.expected, err.example)
+    return err.under(where)
+
+
+def set_at(node: DictConfig, key: str, where: str | None) -> str | None:
+    """Where the user sets ``node``'s value ``key``: the key it is taken from when it is an
+    interpolation (``image_size: ${data.image_size}``), else ``where.key`` (None without
+    ``where``)."""
     if isinstance(node, DictConfig) and key in node and OmegaConf.is_interpolation(node, key):
         source = re.fullmatch(r"\$\{([\w.]+)\}", OmegaConf.to_container(node)[key])
         if source:
-            return BadValue(source[1], err.value, err.expected, err.example)
-    return err.under(where)
+            return source[1]
+    return f"{where}.{key}" if where else None
 
 
 def component_spec(node: DictConfig, group: str) -> dict:

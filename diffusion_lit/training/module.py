@@ -14,6 +14,7 @@ from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError
 from diffusion_lit.modelfile.spec import ModelSpec
 from diffusion_lit.text import TextEmbedding, TextEncoder
+from diffusion_lit.training.replay import Replay
 
 EPOCH_METRICS = ("train_loss", "train_acc")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -82,6 +83,8 @@ class DiffusionModule(L.LightningModule):
         self.train_loss, self.val_loss = MeanSquaredError(), MeanSquaredError()
         self.train_acc, self.val_acc = PseudoAccuracy(), PseudoAccuracy()
         self.first_nonfinite_step: torch.Tensor | None = None
+        # images of the classes a model being extended knew, mixed into every training batch
+        self.replay: Replay | None = None
 
     def encode_prompts(self, encoder: TextEncoder) -> None:
         """Encode every training prompt once; the result is saved with the weights."""
@@ -158,6 +161,8 @@ class DiffusionModule(L.LightningModule):
         self.train_acc.reset()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.replay is not None:
+            batch = self.replay.mix(batch)
         loss = self.model_step(batch, self.train_loss, self.train_acc)
         self._note_nonfinite(loss)
         self.log("loss", loss, prog_bar=True, logger=False)  # the live per-step value
@@ -222,8 +227,12 @@ class DiffusionModule(L.LightningModule):
         self.log("val/pseudo_acc", self.val_acc, on_step=False, on_epoch=True)
         return loss
 
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The weights the optimizer trains: all of the UNet's, or its LoRA adapters' alone."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer(params=self.net.parameters())
+        optimizer = self.optimizer(params=self.trained_parameters())
         if self.lr_scheduler is None:
             return optimizer
         # the step count is asked later, see diffusion_lit.optim.warmup_cosine

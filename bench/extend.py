@@ -1,0 +1,118 @@
+"""Extending a trained model without forgetting (README: Extending a model). A base model trained
+on some of the classes (digits 0–7), then the rest (8 and 9) added by each mode — every weight
+with generated replay, with the old classes' real images, with no replay, and LoRA adapters with
+generated replay — each judged by the evaluation on the old classes (before: the base; after:
+the extension) and on the new ones: accuracy, FID ÷ real-vs-real and diversity; the extension's
+wall time (its replay images drawn included) as a fraction of the base's training; the files.
+
+    python bench/extend.py [--epochs 20] [--modes full-generated,full-data,full-none,lora-generated]
+                           [--smoke]
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from common import OUT, SMOKE, config, record
+from omegaconf import open_dict
+
+from diffusion_lit.evaluate import evaluate
+from diffusion_lit.export import export
+from diffusion_lit.train import train
+
+OLD = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+NEW = ["eight", "nine"]
+MODES = {
+    "full-generated": ["replay=generated"],
+    "full-data": ["replay=data"],
+    "full-none": ["replay=none"],
+    "lora-generated": ["finetune=lora", "replay=generated"],
+}
+SMOKE_OVERRIDES = ["data.image_size=8", "model.base_channels=4", "model.time_dim=8",
+                   "schedule.timesteps=20", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                   "lr_scheduler.warmup_steps=0", "replay.images_per_class=2"]  # fmt: skip
+
+
+def option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+def names(classes: list[str]) -> str:
+    return "[" + ",".join(classes) + "]"
+
+
+def trained(name: str, overrides: list[str]) -> tuple[Path, float]:
+    """One training run of the quickstart recipe; its last checkpoint and its wall time."""
+    cfg = config(["experiment=quickstart", "~callbacks.sample_grid", "~callbacks.curves",
+                  *overrides, *(SMOKE_OVERRIDES if SMOKE else [])])  # fmt: skip
+    run_dir = OUT / "extend" / name
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir)
+    start = time.perf_counter()
+    train(cfg)
+    return run_dir / "checkpoints" / "last.ckpt", time.perf_counter() - start
+
+
+def judged(ckpt: Path, classes: list[str]) -> dict:
+    """The evaluation's accuracy, FID ratio and diversity on some of the model's classes."""
+    cfg = config([f"ckpt_path={ckpt}", "data=digits", f"classifier.dir={OUT / 'classifiers'}",
+                  f"images_per_class={2 if SMOKE else 50}", "phrasing_images_per_class=0",
+                  "attribute_images_per_class=0", f"classes={names(classes)}",
+                  f"out_dir={ckpt.parent}/eval-{classes[0]}", *(["steps=3"] if SMOKE else [])],
+                 name="evaluate")  # fmt: skip
+    result = evaluate(cfg)
+    return {k: result[k] for k in ("conditional_accuracy", "fid_ratio", "diversity")}
+
+
+def size(path: Path) -> int:
+    """Bytes of a file, or of a folder's files."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.iterdir())
+
+
+def exported(ckpt: Path, name: str) -> Path:
+    """The checkpoint's export (an adapter folder for a LoRA run)."""
+    cfg = config([f"ckpt_path={ckpt}", f"out_dir={OUT / 'extend' / 'exports' / name}",
+                  "overwrite=true"], name="export")  # fmt: skip
+    return export(cfg)
+
+
+def main() -> None:
+    epochs = int(option("--epochs", "20"))
+    modes = option("--modes", ",".join(MODES)).split(",")
+    base, base_seconds = trained("base", [f"data.classes={names(OLD)}"])
+    base_size = size(exported(base, "base"))
+    before = judged(base, OLD)
+    lines = [
+        "| mode | old acc | old FID ratio | old diversity | new acc | new FID ratio | "
+        "new diversity | time ÷ base | file (MB) | ÷ base file |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| base (0–7), before | {before['conditional_accuracy']:.1%} | "
+        f"{before['fid_ratio']:.2f} | {before['diversity']:.2f} | — | — | — | 1 "
+        f"({base_seconds:.0f} s) | {base_size / 1e6:.1f} | 1 |",
+    ]
+    for mode in modes:
+        overrides = [f"data.classes={names(NEW)}", f"init_from={base}", *MODES[mode],
+                     *([] if SMOKE else [f"trainer.max_epochs={epochs}"])]  # fmt: skip
+        ckpt, seconds = trained(mode, overrides)
+        old, new = judged(ckpt, OLD), judged(ckpt, NEW)
+        file_size = size(exported(ckpt, mode))
+        lines.append(
+            f"| {mode} | {old['conditional_accuracy']:.1%} | {old['fid_ratio']:.2f} | "
+            f"{old['diversity']:.2f} | {new['conditional_accuracy']:.1%} | "
+            f"{new['fid_ratio']:.2f} | {new['diversity']:.2f} | {seconds / base_seconds:.2f} "
+            f"({seconds:.0f} s) | {file_size / 1e6:.2f} | {file_size / base_size:.3f} |"
+        )
+    record(
+        "Extending a model: digits 0–7, then 8 and 9 added by each mode (experiment=quickstart)",
+        "\n".join(lines),
+        f"The base: the quickstart on 0–7 (60 epochs); each extension: init_from the base, "
+        f"data.classes=[eight,nine], {epochs} epochs, replay at its defaults (fraction 0.5, 100 "
+        "images per old class). The evaluate CLI's defaults (DDPM 100, each model's guidance), "
+        "50 images per class, classes=[...] (the judge knows all ten digits); FID ratio ÷ "
+        "real-vs-real of the same classes. Time: the whole training run, its replay images "
+        "drawn included. File: the export (an adapter folder for LoRA).",
+    )
+
+
+if __name__ == "__main__":
+    main()
