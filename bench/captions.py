@@ -8,7 +8,10 @@ embedding and as its nearest training caption. A class-prompt model (``--baselin
 attribute captions) should sit near 0.5.
 
     python bench/captions.py [--shares 0.5,0.75] [--seeds 1,2] [--attribute-scales 1.5,3]
-                             [--baseline] [--smoke]
+                             [--baseline] [--grid docs/results/attribute_grid.png] [--smoke]
+
+``--grid`` draws, with the first attribute variant's first seed, a row per digit and a column
+per word ("a thin seven", "a thick seven", "a seven, slanted left", ...), the last scale.
 """
 
 import sys
@@ -21,13 +24,33 @@ from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.evaluate import evaluate, model_data_judge
 from diffusion_lit.evaluation.attributes import attribute_following
 from diffusion_lit.evaluation.metrics import real_sets
-from diffusion_lit.pipeline import slugify
+from diffusion_lit.images import save_grid
+from diffusion_lit.pipeline import TextToImage, slugify
 from diffusion_lit.train import train
 
 SMOKE_OVERRIDES = ["data.image_size=8", "model.base_channels=4", "model.time_dim=8",
                    "schedule.timesteps=20", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                    "lr_scheduler.warmup_steps=0"]  # fmt: skip
 READINGS = {"own": False, "nearest": True}
+GRID_WORDS = [
+    "a thin {}",
+    "a thick {}",
+    "a {}, slanted left",
+    "a {}, upright",
+    "a {}, slanted right",
+]
+
+
+def attribute_grid(ckpt, path, scale: float) -> None:
+    """A row per class, a column per word of :data:`GRID_WORDS`, one image each (seed 0)."""
+    pipe = TextToImage.from_checkpoint(ckpt, "cpu")
+    names = pipe.model.prompts.class_names
+    prompts = [w.format(n) for n in names for w in GRID_WORDS]
+    options = SamplingOptions(seed=0, attribute_scale=scale, nearest_prompt=False,
+                              **({"steps": 3} if SMOKE else {}))  # fmt: skip
+    images = pipe(prompts, 1, options=options).images[:, 0]
+    save_grid(images.unflatten(0, (len(names), len(GRID_WORDS))), path)
+    print(f"attribute grid: {path}")
 
 
 def option(name: str, default: str) -> str:
@@ -86,9 +109,14 @@ def main() -> None:
     variants = {f"attribute_share {s:g}": [f"data.attribute_share={s}"] for s in shares}
     if "--baseline" in sys.argv:
         variants = {"class prompts (no attributes)": ["~data.attributes"]} | variants
+    grid = option("--grid", "")
     rows = {}
     for name, overrides in variants.items():
-        runs = [judged(*trained(name, overrides, seed), scales) for seed in seeds]
+        ckpts = [trained(name, overrides, seed) for seed in seeds]
+        if grid and name.startswith("attribute_share"):
+            attribute_grid(ckpts[0][0], OUT / "attribute_grid.png" if SMOKE else grid, scales[-1])
+            grid = ""
+        runs = [judged(ckpt, seconds, scales) for ckpt, seconds in ckpts]
         for scale in scales:
             rows[f"{name}, attribute_scale {scale:g}"] = [r[scale] for r in runs]
     keys = list(next(iter(rows.values()))[0])

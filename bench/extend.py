@@ -5,10 +5,14 @@ generated replay — each judged by the evaluation on the old classes (before: t
 the extension) and on the new ones: accuracy, FID ÷ real-vs-real and diversity; the extension's
 wall time (its replay images drawn included) as a fraction of the base's training; the files.
 
-    python bench/extend.py [--epochs 20] [--modes full-generated,full-data,full-none,lora-generated]
-                           [--smoke]
+    python bench/extend.py [--modes full-generated,full-data,full-none,lora-generated]
+                           [--reuse-base] [--smoke] [Hydra overrides for the extensions ...]
+
+``--reuse-base`` takes the base (and its training time) an earlier run of this script left in
+outputs/bench/extend/base, so that extension recipes can be compared without training it again.
 """
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +30,8 @@ MODES = {
     "full-generated": ["replay=generated"],
     "full-data": ["replay=data"],
     "full-none": ["replay=none"],
-    "lora-generated": ["finetune=lora", "replay=generated"],
+    # adapters start at zero and have few weights: a higher learning rate than full fine-tuning
+    "lora-generated": ["finetune=lora", "replay=generated", "optimizer.lr=5e-3"],
 }
 SMOKE_OVERRIDES = ["data.image_size=8", "model.base_channels=4", "model.time_dim=8",
                    "schedule.timesteps=20", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
@@ -41,9 +46,9 @@ def names(classes: list[str]) -> str:
     return "[" + ",".join(classes) + "]"
 
 
-def trained(name: str, overrides: list[str]) -> tuple[Path, float]:
-    """One training run of the quickstart recipe; its last checkpoint and its wall time."""
-    cfg = config(["experiment=quickstart", "~callbacks.sample_grid", "~callbacks.curves",
+def trained(name: str, overrides: list[str], experiment: str) -> tuple[Path, float]:
+    """One training run of an experiment; its last checkpoint and its wall time."""
+    cfg = config([f"experiment={experiment}", "~callbacks.sample_grid", "~callbacks.curves",
                   *overrides, *(SMOKE_OVERRIDES if SMOKE else [])])  # fmt: skip
     run_dir = OUT / "extend" / name
     with open_dict(cfg):
@@ -76,10 +81,26 @@ def exported(ckpt: Path, name: str) -> Path:
     return export(cfg)
 
 
+def overrides_given() -> list[str]:
+    """The command line's Hydra overrides (``key=value``), for every extension."""
+    return [a for a in sys.argv[1:] if "=" in a and not a.startswith("--")]
+
+
+def the_base(reuse: bool) -> tuple[Path, float]:
+    """The base model (trained here, or an earlier run's with ``reuse``) and its training time."""
+    record_file = OUT / "extend" / "base.json"
+    if reuse and record_file.is_file():
+        found = json.loads(record_file.read_text())
+        return Path(found["ckpt"]), found["seconds"]
+    ckpt, seconds = trained("base", [f"data.classes={names(OLD)}"], "quickstart")
+    record_file.write_text(json.dumps({"ckpt": str(ckpt), "seconds": seconds}))
+    return ckpt, seconds
+
+
 def main() -> None:
-    epochs = int(option("--epochs", "20"))
     modes = option("--modes", ",".join(MODES)).split(",")
-    base, base_seconds = trained("base", [f"data.classes={names(OLD)}"])
+    extra = overrides_given()
+    base, base_seconds = the_base("--reuse-base" in sys.argv)
     base_size = size(exported(base, "base"))
     before = judged(base, OLD)
     lines = [
@@ -91,9 +112,8 @@ def main() -> None:
         f"({base_seconds:.0f} s) | {base_size / 1e6:.1f} | 1 |",
     ]
     for mode in modes:
-        overrides = [f"data.classes={names(NEW)}", f"init_from={base}", *MODES[mode],
-                     *([] if SMOKE else [f"trainer.max_epochs={epochs}"])]  # fmt: skip
-        ckpt, seconds = trained(mode, overrides)
+        overrides = [f"data.classes={names(NEW)}", f"init_from={base}", *MODES[mode], *extra]
+        ckpt, seconds = trained(mode, overrides, "quickstart_extend")
         old, new = judged(ckpt, OLD), judged(ckpt, NEW)
         file_size = size(exported(ckpt, mode))
         lines.append(
@@ -103,14 +123,16 @@ def main() -> None:
             f"({seconds:.0f} s) | {file_size / 1e6:.2f} | {file_size / base_size:.3f} |"
         )
     record(
-        "Extending a model: digits 0–7, then 8 and 9 added by each mode (experiment=quickstart)",
+        "Extending a model: digits 0–7 (the quickstart), then 8 and 9 added by each mode",
         "\n".join(lines),
-        f"The base: the quickstart on 0–7 (60 epochs); each extension: init_from the base, "
-        f"data.classes=[eight,nine], {epochs} epochs, replay at its defaults (fraction 0.5, 100 "
-        "images per old class). The evaluate CLI's defaults (DDPM 100, each model's guidance), "
-        "50 images per class, classes=[...] (the judge knows all ten digits); FID ratio ÷ "
-        "real-vs-real of the same classes. Time: the whole training run, its replay images "
-        "drawn included. File: the export (an adapter folder for LoRA).",
+        "The base: the quickstart on 0–7 (60 epochs); each extension: experiment="
+        "quickstart_extend (30 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps; replay fraction "
+        "0.5, 32 images per old class drawn with DDPM 50), init_from the base, data.classes="
+        f"[eight,nine]{', ' + ' '.join(extra) if extra else ''}. The evaluate CLI's "
+        "defaults (DDPM 100, each model's guidance), 50 images per class, classes=[...] (the "
+        "judge knows all ten digits); FID ratio ÷ real-vs-real of the same classes. Time: the "
+        "whole training run, its replay images drawn included. File: the export (an adapter "
+        "folder for LoRA).",
     )
 
 

@@ -81,8 +81,8 @@ def test_retrieval_bench_smoke():  # text only: MiniLM finds every digit phrasin
 
 @pytest.mark.slow
 def test_captions_bench_smoke():
-    out = run_bench("captions.py", "--shares", "0.5", "--attribute-scales", "3")
-    assert "| attribute_share 0.5, attribute_scale 3 |" in out
+    out = run_bench("captions.py", "--shares", "0.5", "--attribute-scales", "3", "--grid", "x")
+    assert "| attribute_share 0.5, attribute_scale 3 |" in out and "attribute grid: " in out
 
 
 @pytest.mark.slow

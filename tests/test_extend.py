@@ -31,6 +31,7 @@ from diffusion_lit.training.replay import Replay
 from conftest import CONF_DIR, TINY, compose_train
 
 OLD, NEW = ["zero", "one"], ["two"]
+EXPERIMENTS = ["quickstart", "quickstart_extend"]
 FEW_STEPS = SamplingOptions(steps=4, seed=3)
 
 
@@ -286,3 +287,14 @@ def test_evaluate_some_classes_of_a_model_of_some_classes(base, tmp_path):
     result = evaluate(cfg)  # a model of zero and one, judged among all ten digits
     assert result["classes"] == ["one"] and set(result["per_class_accuracy"]) == {"one"}
     assert (base.parent / "eval-last-ddpm2-w1.5-only-one" / "eval.json").is_file()
+
+
+def test_the_extension_experiment_keeps_the_quickstart_model():
+    """experiment=quickstart_extend starts from a quickstart model: the same UNet, schedule, text
+    encoder and data size (else init_from refuses it), with the extension recipe."""
+    quick, extend = [compose_train([f"experiment={name}"]) for name in EXPERIMENTS]
+    for group in ("model", "schedule", "text_encoder"):
+        assert quick[group] == extend[group], group
+    assert quick.data.image_size == extend.data.image_size
+    assert extend.optimizer.lr < quick.optimizer.lr and extend.lr_scheduler.warmup_steps == 10
+    assert extend.trainer.max_epochs < quick.trainer.max_epochs

@@ -62,6 +62,7 @@ def read_base(cfg: DictConfig) -> Base | None:
         if not (checks.finite(fraction) and 0 < fraction < 1):
             raise BadValue("replay.fraction", fraction, "a number > 0 and < 1", "0.5")
         checks.integer("replay.images_per_class", options.get("images_per_class"), 1, 100_000)
+        checks.integer("replay.steps", options.get("steps"), 1, 100_000)
     given = checks.path("init_from", cfg.get("init_from"), optional=True)
     if given is None:
         if mode == "lora":
@@ -150,7 +151,7 @@ def replay_set(
                  ", ".join(classes))  # fmt: skip
         model = base.model.to("cuda" if gpu else "cpu")
         indices = [base.spec.class_names.index(c) for c in classes]
-        steps = min(SamplingOptions().steps, model.schedule.timesteps)  # the CLI's, at most T
+        steps = min(cfg.replay.steps, model.schedule.timesteps)  # at most T
         options = SamplingOptions(seed=cfg.seed, steps=steps)
         images, labels, rows = replay.generated(
             model, indices, datamodule.class_prompts, per_class, options
