@@ -16,6 +16,7 @@ per word ("a thin seven", "a thick seven", "a seven, slanted left", ...), the la
 
 import sys
 import time
+from pathlib import Path
 
 from common import OUT, SMOKE, config, record
 from omegaconf import open_dict
@@ -114,7 +115,8 @@ def main() -> None:
     for name, overrides in variants.items():
         ckpts = [trained(name, overrides, seed) for seed in seeds]
         if grid and name.startswith("attribute_share"):
-            attribute_grid(ckpts[0][0], OUT / "attribute_grid.png" if SMOKE else grid, scales[-1])
+            path = OUT / "attribute_grid.png" if SMOKE else Path(grid)
+            attribute_grid(ckpts[0][0], path, scales[-1])
             grid = ""
         runs = [judged(ckpt, seconds, scales) for ckpt, seconds in ckpts]
         for scale in scales:
