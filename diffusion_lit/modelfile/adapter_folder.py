@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from diffusion_lit.errors import UserError, first_line
 from diffusion_lit.modelfile.lineage import read_lineage
-from diffusion_lit.modelfile.safe_files import header_shapes, read_config, tensors
+from diffusion_lit.modelfile.safe_files import has_format, header_shapes, read_config, tensors
 from diffusion_lit.modelfile.spec import ModelSpec, read_adapter, read_attributes, read_classes
 from diffusion_lit.modelfile.weights import check_finite
 from diffusion_lit.models.lora import adapter_shapes, add_lora
@@ -44,7 +44,8 @@ class Adapter:
 
 
 def is_adapter(path: Path) -> bool:
-    return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+    """Whether ``path`` is a folder written by :func:`write_adapter` (by its config's format)."""
+    return has_format(path / CONFIG, ADAPTER_FORMAT) and (path / WEIGHTS).is_file()
 
 
 def write_adapter(folder: Path, spec: ModelSpec, state: dict, extra: dict) -> None:

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError
-from diffusion_lit.modelfile.safe_files import header_shapes, read_config, tensors
+from diffusion_lit.modelfile.safe_files import has_format, header_shapes, read_config, tensors
 from diffusion_lit.modelfile.spec import SPEC_VERSION, ModelSpec
 from diffusion_lit.modelfile.staging import write_folder
 from diffusion_lit.modelfile.weights import check_finite, check_net, check_prompts, expected_net
@@ -22,11 +22,7 @@ FIX = "export the checkpoint again"
 
 def is_export(path: Path) -> bool:
     """Whether ``path`` is a folder written by :func:`write_export` (by its config's format)."""
-    try:
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and config.get("format") == EXPORT_FORMAT
+    return has_format(path / CONFIG, EXPORT_FORMAT)
 
 
 def write_export(

@@ -27,6 +27,14 @@ def read_config(path: Path, kind: str, fix: str) -> dict:
     return config
 
 
+def has_format(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a readable JSON config whose ``format`` is ``kind``."""
+    try:
+        return read_config(path, kind, "") is not None
+    except UserError:
+        return False
+
+
 def header_shapes(path: Path, fix: str) -> dict[str, tuple[int, ...]]:
     """The tensors' names and shapes, from the file's header alone."""
     try:
