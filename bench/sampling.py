@@ -24,15 +24,18 @@ from diffusion_lit.modelfile.load import load_model
 OPTIONS = ("--guidance-sampler", "--images-per-class", "--only", "--guidance-intervals")
 ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in OPTIONS
         and sys.argv[i - 1] not in OPTIONS]  # fmt: skip
-SAMPLERS = [("ddpm", 1000), ("ddpm", 250), ("ddpm", 100), ("ddim", 50), ("ddim", 20),
-            ("dpmpp_2m", 20), ("dpmpp_2m", 10)]  # fmt: skip
+# the reference (DDPM 1000), the default before the fast samplers (DDPM 100), then each
+# candidate at 10-25 steps
+CANDIDATES = ("dpmpp_2m_sde", "ddpm", "dpmpp_2m", "ddim")
+SAMPLERS = [("ddpm", 1000), ("ddpm", 100)] + [(s, k) for s in CANDIDATES for k in (25, 20, 15, 10)]
 GUIDANCE = [0.0, 1.0, 1.5, 2.0, 3.0, 5.0]
 INTERVALS = "1.5@0-1,2@0-1,3@0.2-1,3@0.3-1,3@0.4-1,5@0.4-1"  # guidance @ start-stop
 if SMOKE:
-    SAMPLERS, GUIDANCE = [("ddpm", 4), ("ddim", 2), ("dpmpp_2m", 2)], [1.0, 3.0]
+    SAMPLERS = [("ddpm", 4), ("ddim", 2), ("dpmpp_2m", 2), ("dpmpp_2m_sde", 2)]
+    GUIDANCE = [1.0, 3.0]
     INTERVALS = "1@0-1,3@0.4-1"
-HEADER = ["| {} | img/s | accuracy | FID ÷ real | diversity | precision | recall |",
-          "|---|---|---|---|---|---|---|"]  # fmt: skip
+HEADER = ["| {} | img/s | accuracy | FID ÷ real | diversity | penultimate diversity "
+          "| precision | recall |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
 
 
 def option(name: str, default: str) -> str:
@@ -68,8 +71,8 @@ def guidance_intervals(text: str) -> list[tuple[float, tuple[float, float]]]:
 
 def row(first: str, r: dict) -> str:
     return (f"| {first} | {r['images_per_second']:.1f} | {r['conditional_accuracy']:.1%} "
-            f"| {r['fid_ratio']:.2f} | {r['diversity']:.2f} | {r['precision']:.2f} "
-            f"| {r['recall']:.2f} |")  # fmt: skip
+            f"| {r['fid_ratio']:.2f} | {r['diversity']:.2f} | {r['penultimate_diversity']:.2f} "
+            f"| {r['precision']:.2f} | {r['recall']:.2f} |")  # fmt: skip
 
 
 def table(label: str, runs: list[tuple[str, tuple]], title: str, notes: str) -> None:
@@ -88,12 +91,18 @@ def main() -> None:
     sampler, steps = option("--guidance-sampler", "ddpm:4" if SMOKE else "ddpm:1000").split(":")
     steps, tables = int(steps), option("--only", "samplers,guidance,interval,precision").split(",")
     on = f"{sampler} {steps} steps"
-    if "samplers" in tables:
+    own = load_model(ckpt)[1].guidance
+    if "samplers" in tables:  # at the model's own guidance, as the CLIs sample it
         table(
             "sampler, steps",
-            [(f"{s} {k}", (ckpt, s, k, 3.0, n, overrides)) for s, k in SAMPLERS],
-            f"Samplers at guidance 3 ({n} images per class, EMA weights)",
-            f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real.",
+            [
+                (f"{s} {k}", (ckpt, s, k, own.scale, n, overrides, own.interval))
+                for s, k in SAMPLERS
+            ],  # fmt: skip
+            f"Samplers at the model's own {own} ({n} images per class, EMA weights)",
+            f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real; "
+            "diversity in its texture + shape features and in its penultimate layer, each ÷ "
+            "the held-out images'.",
         )
     if "guidance" in tables:
         table(
@@ -115,7 +124,6 @@ def main() -> None:
             "where guidance applies; elsewhere the conditional prediction alone.",
         )
     if "precision" in tables:  # at the model's own guidance, as the sample CLI samples it
-        own = load_model(ckpt)[1].guidance
         w, (a, b) = own.scale, own.interval
         table(
             "precision",

@@ -32,7 +32,18 @@ FUZZ = settings(
 
 # path-like values, made in the workspace; any option may get one
 PATHS = ["<missing>", "<folder>", "<file>", "<empty>", "<ckpt>", "<export>", "<unicode>"]
-WORDS = ["ddpm", "ddim", "dpmpp_2m", "trailing", "linspace", "cpu", "auto", "cuda", "last"]
+WORDS = [
+    "ddpm",
+    "ddim",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "trailing",
+    "linspace",
+    "cpu",
+    "auto",
+    "cuda",
+    "last",
+]
 text = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\'${}"), max_size=8
 )

@@ -77,7 +77,9 @@ def test_ema_decay_warms_up():
     torch.testing.assert_close(update_to(1.0), torch.full((1, 2), 2 / 11 * 0.999 + 0.001))
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddpm", 20), ("ddim", 5), ("dpmpp_2m", 5)])
+@pytest.mark.parametrize(
+    "sampler,steps", [("ddpm", 20), ("ddim", 5), ("dpmpp_2m", 5), ("dpmpp_2m_sde", 5)]
+)
 def test_every_sampler_generates_reproducible_images(enhanced_run, sampler, steps):
     run_dir, _, _ = enhanced_run
     pipe = TextToImage.from_checkpoint(run_dir / "checkpoints" / "last.ckpt", device="cpu")

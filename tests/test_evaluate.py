@@ -75,7 +75,23 @@ def test_real_images_score_like_real(scores, judge):
     assert real["fid_ratio"] < 1.6 and real["kid_ratio"] < 3
     assert real["diversity"] == pytest.approx(1, abs=0.1)
     assert real["diversity_real_vs_real"] == pytest.approx(1, abs=0.1)
+    assert real["penultimate_diversity"] == pytest.approx(1, abs=0.1)
     assert real["precision"] > 0.7 and real["recall"] > 0.7
+
+
+@pytest.mark.slow
+def test_penultimate_diversity_sees_collapse_and_mixed_classes_not_noise(scores, judge, image_sets):
+    """The variety of shapes within a class: none for one image per class; far more than real
+    for images of every class under one label (a model that ignores its prompt); blur and noise
+    leave it near real's (measured with this judge: real 0.97, one image 0.00, every class
+    3.5, blurred 1.09, noisy 1.04)."""
+    assert scores["one image per class"]["penultimate_diversity"] < 0.05
+    heldout, reference, sets, labels = image_sets
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    mixed = evaluate_samples(judge[0], sets["real"], shuffled, heldout, reference, Digits.classes)
+    assert mixed["penultimate_diversity"] > 2
+    for bad in ("blurred", "noisy"):
+        assert scores[bad]["penultimate_diversity"] == pytest.approx(1, abs=0.25)
 
 
 @pytest.mark.slow
@@ -124,6 +140,7 @@ def test_evaluate_cli_trains_the_judge_and_writes_eval_json(trained_run, tmp_pat
         "conditional_accuracy", "per_class_accuracy", "fid", "kid_mean", "kid_std",
         "fid_real_vs_real", "kid_mean_real_vs_real", "fid_ratio", "kid_ratio", "diversity",
         "per_class_diversity", "diversity_real_vs_real", "precision", "recall",
+        "penultimate_diversity", "penultimate_diversity_real_vs_real",
         "classifier_accuracy", "images_per_second",
         "sampler", "steps", "guidance_scale", "use_ema", "seed", "images_per_class", "notes",
     ]:  # fmt: skip

@@ -7,7 +7,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from diffusion_lit.diffusion.samplers import dpmpp_2m_sample, run_sampler, spaced_timesteps
+from diffusion_lit.diffusion.samplers import (
+    dpmpp_2m_sample,
+    dpmpp_2m_sde_sample,
+    run_sampler,
+    spaced_timesteps,
+)
 from diffusion_lit.diffusion.schedule import NoiseSchedule
 
 T, MU, S = 1000, 0.3, 0.5
@@ -88,23 +93,31 @@ def test_ddim_matches_diffusers_ddim_scheduler(spacing, steps, eta):
 # dynamic thresholding).
 @pytest.mark.parametrize("spacing", ["linspace", "trailing"])
 @pytest.mark.parametrize("steps", [5, 20, 50])
-def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(spacing, steps):
+@pytest.mark.parametrize(
+    ("ours_fn", "algorithm"),
+    [(dpmpp_2m_sample, "dpmsolver++"), (dpmpp_2m_sde_sample, "sde-dpmsolver++")],
+    ids=["ode", "sde"],
+)
+def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(spacing, steps, ours_fn, algorithm):
+    """The SDE variant draws its noise from the same generator, one draw a step, as diffusers."""
     taus = spaced_timesteps(T, steps, spacing)
     scheduler = DPMSolverMultistepScheduler(
-        **LINEAR, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
+        **LINEAR, algorithm_type=algorithm, solver_order=2, final_sigmas_type="zero"
     )
     scheduler.set_timesteps(timesteps=taus.flip(0).tolist())
     theirs, mine = [], []
-    x = start()
+    x, g = start(), torch.Generator().manual_seed(3)
     for t in scheduler.timesteps:
         theirs.append(x)
-        x = scheduler.step(optimal_eps(x, torch.full((len(x),), int(t))), t, x).prev_sample
+        eps = optimal_eps(x, torch.full((len(x),), int(t)))
+        x = scheduler.step(eps, t, x, generator=g).prev_sample
 
     def recording_eps(x, t):
         mine.append(x)
         return optimal_eps(x, t)
 
-    dpmpp_2m_sample(recording_eps, SCHEDULE, start(), taus, progress=False, clip_x0=False)
+    g = torch.Generator().manual_seed(3)
+    ours_fn(recording_eps, SCHEDULE, start(), taus, g, progress=False, clip_x0=False)
     assert len(mine) == len(theirs) == steps
     for a, b in zip(mine[:-1], theirs[:-1], strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

@@ -119,7 +119,8 @@ def test_python_api_is_reproducible_and_takes_free_form_prompts(trained_run):
 
 
 @pytest.mark.parametrize(
-    ("sampler", "eta"), [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", 0.0)]
+    ("sampler", "eta"),
+    [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", 0.0), ("dpmpp_2m_sde", 0.0)],
 )
 def test_same_seed_gives_bit_identical_samples_on_cpu(trained_run, sampler, eta):
     ckpt = trained_run[0] / "checkpoints" / "last.ckpt"
@@ -276,7 +277,7 @@ def test_the_recipe_options_train_sample_and_export(tiny_cfg, tmp_path, predicti
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         export_cfg = compose("export", overrides=[f"ckpt_path={ckpt}", f"out_dir={tmp_path}/e"])
     folder = export(export_cfg)
-    for sampler in ["ddpm", "ddim", "dpmpp_2m"]:
+    for sampler in ["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde"]:
         images = [
             TextToImage.from_checkpoint(path, device="cpu")(
                 None, num_images=1, sampler=sampler, steps=5, seed=0, progress=False

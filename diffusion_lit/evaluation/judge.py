@@ -64,6 +64,11 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self._features(x)[1])  # (B, num_classes) logits
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature layer the head reads (as FID reads Inception's last pooling layer): the
+        shape and class, not the texture; what the penultimate diversity compares."""
+        return self._features(x)[1]
+
     def quality_features(self, x: torch.Tensor) -> torch.Tensor:
         early, late = self._features(x)
         return torch.cat([early / self.scales[0], late / self.scales[1]], dim=1)

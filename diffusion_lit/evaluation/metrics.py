@@ -38,6 +38,12 @@ def quality_features(judge: ImageClassifier, images: torch.Tensor, batch_size: i
 
 
 @torch.no_grad()
+def penultimate_features(judge: ImageClassifier, images: torch.Tensor, batch_size: int = 512):
+    judge.eval()
+    return torch.cat([judge.penultimate(chunk) for chunk in images.split(batch_size)])
+
+
+@torch.no_grad()
 def distribution_distance(
     judge: ImageClassifier, real: torch.Tensor, other: torch.Tensor, batch_size: int = 256
 ) -> dict[str, float]:
@@ -63,13 +69,18 @@ def diversity(
 ) -> dict:  # fmt: skip
     """Per class, the mean distance between two images' features, ``other`` ÷ ``real``: 1 as
     varied as the real images, 0 all alike; and its mean over the classes."""
+    per_class = _per_class_spread(real, real_labels, other, labels, class_names)
+    overall = sum(per_class.values()) / len(per_class) if per_class else float("nan")
+    return {"diversity": overall, "per_class_diversity": per_class}
+
+
+def _per_class_spread(real, real_labels, other, labels, class_names) -> dict[str, float]:
     per_class = {}
     for c, name in enumerate(class_names):
         a, b = other[labels == c], real[real_labels == c]
         if len(a) > 1 and len(b) > 1:
             per_class[name] = (torch.pdist(a).mean() / torch.pdist(b).mean()).item()
-    overall = sum(per_class.values()) / len(per_class) if per_class else float("nan")
-    return {"diversity": overall, "per_class_diversity": per_class}
+    return per_class
 
 
 def precision_recall(real: torch.Tensor, other: torch.Tensor, k: int = 3) -> dict[str, float]:
@@ -107,9 +118,16 @@ def compare(
     """FID, KID, diversity, precision and recall of ``other`` (in [−1, 1], drawn for ``labels``)
     against the real images."""
     real_features, features = quality_features(judge, real), quality_features(judge, other)
+    spread = _per_class_spread(
+        penultimate_features(judge, real), real_labels, penultimate_features(judge, other),
+        labels, class_names,
+    )  # fmt: skip
     return (
         distribution_distance(judge, real, other)
         | diversity(real_features, real_labels, features, labels, class_names)
+        # the variety of shapes within a class alone, as FID's Inception features see images:
+        # blur and noise do not add to it as they do to the texture features above
+        | {"penultimate_diversity": sum(spread.values()) / len(spread) if spread else float("nan")}
         | precision_recall(real_features, features)
     )
 

@@ -104,6 +104,11 @@ def report_table(r: dict) -> str:
         f"| {r['kid_ratio']:.2f}× |",
         f"| diversity (÷ held-out's) | {r['diversity']:.2f} "
         f"| {r['diversity_real_vs_real']:.2f} | |",
+        *(
+            [f"| diversity in the judge's penultimate layer | {r['penultimate_diversity']:.2f} "
+             f"| {r['penultimate_diversity_real_vs_real']:.2f} | |"]
+            if "penultimate_diversity" in r else []
+        ),
         f"| precision / recall | {r['precision']:.2f} / {r['recall']:.2f} "
         f"| {r['precision_real_vs_real']:.2f} / {r['recall_real_vs_real']:.2f} | |",
         f"| sampling speed | {r['images_per_second']:.1f} img/s | | |",

@@ -163,6 +163,14 @@ def training_section(run_dir: RunDir | None, ckpt_path: Path) -> list[str]:
                 if "diversity" in r
                 else []
             ),
+            *(
+                [
+                    f"| diversity (judge's penultimate layer) | {r['penultimate_diversity']:.2f} "
+                    f"| {r['penultimate_diversity_real_vs_real']:.2f} |"
+                ]
+                if "penultimate_diversity" in r
+                else []
+            ),  # fmt: skip
         ]
     if cfg is not None:
         lines += ["", "<details><summary>Training config</summary>", "", "```yaml"]
