@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import SMOKE, config, record
+from common import OUT, SMOKE, config, record
 from sampling import newest_checkpoint, option
 
 from diffusion_lit.diffusion.samplers import spaced_timesteps
@@ -90,7 +90,8 @@ def main() -> None:
     ckpt = Path(ARGS[0]) if ARGS and "=" not in ARGS[0] else newest_checkpoint()
     steps = int(option("--steps", "4" if SMOKE else "20"))
     n = int(option("--images-per-class", "2" if SMOKE else "30"))
-    cfg = config([f"ckpt_path={ckpt}", "data.num_workers=0",
+    judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
+    cfg = config([f"ckpt_path={ckpt}", "data.num_workers=0", *judge_dir,
                   *[a for a in ARGS if "=" in a]], name="evaluate")  # fmt: skip
     pipe, datamodule, judge, _, _ = model_data_judge(cfg)
     model, classes = pipe.model, datamodule.class_names
@@ -108,7 +109,7 @@ def main() -> None:
     half = steps // 2  # i counts down: i ≥ half is the noisier half of the walk
 
     rows = [
-        ("DDPM 100 (the default)", dict(taus=spaced_timesteps(T, 100), eta=ddpm)),
+        ("DDPM 100 (the default)", dict(taus=spaced_timesteps(T, min(100, T)), eta=ddpm)),
         (f"DDPM {steps}", dict(taus=grid, eta=ddpm)),
         (f"DDIM {steps} η=0 (ODE)", dict(taus=grid, eta=ode)),
         ("H1 ε errors at low noise: DDPM on the noisier half, ODE after",

@@ -26,6 +26,15 @@ def test_throughput_bench_smoke():
 
 
 @pytest.mark.slow
+def test_sampler_diagnosis_bench_smoke(trained_run):
+    run_dir, _, _ = trained_run
+    out = run_bench("sampler_diagnosis.py", str(run_dir / "checkpoints" / "last.ckpt"),
+                    "data.image_size=8")  # fmt: skip
+    for first in ["DDPM 100 (the default)", "H1: ODE on the noisier half", "H4 clipping"]:
+        assert f"| {first}" in out
+    assert "x̂_0 high-frequency ÷ real" in out
+
+
 def test_sampling_bench_smoke(trained_run):
     run_dir, _, _ = trained_run
     out = run_bench("sampling.py", str(run_dir / "checkpoints" / "last.ckpt"), "data.image_size=8")
