@@ -35,6 +35,7 @@ def test_sampler_diagnosis_bench_smoke(trained_run):
     assert "x̂_0 high-frequency ÷ real" in out
 
 
+@pytest.mark.slow
 def test_sampling_bench_smoke(trained_run):
     run_dir, _, _ = trained_run
     out = run_bench("sampling.py", str(run_dir / "checkpoints" / "last.ckpt"), "data.image_size=8")

@@ -5,7 +5,7 @@ it must give back μ and s. No network is involved, so this checks the sampler m
 import pytest
 import torch
 
-from diffusion_lit.diffusion.samplers import run_sampler, spaced_timesteps
+from diffusion_lit.diffusion.samplers import dpmpp_2m_sde_sample, run_sampler, spaced_timesteps
 from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.errors import UserError
 
@@ -58,8 +58,6 @@ def test_the_first_order_sde_step_is_ddpm():
     """DPM-Solver++ SDE's first-order step (the first of every walk; with two steps the only
     one before the last jump to x̂_0) is DDPM's ancestral step: the same mean, variance and
     noise draw."""
-    from diffusion_lit.diffusion.samplers import dpmpp_2m_sde_sample
-
     taus = spaced_timesteps(1000, 2)
     x = torch.randn(500, 1, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(5)

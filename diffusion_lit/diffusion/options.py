@@ -19,7 +19,7 @@ class SamplingOptions:
     DDPM at 100 steps draws as well as 1000 at a tenth of the time. Each value is checked here,
     so a bad one is refused before any work, by whichever way it came in."""
 
-    sampler: str = "ddpm"  # ddpm | ddim | dpmpp_2m
+    sampler: str = "ddpm"  # ddpm | ddim | dpmpp_2m | dpmpp_2m_sde
     steps: int | None = 100  # timesteps visited (of T, checked once T is known); None: all T
     timestep_spacing: str = "linspace"  # linspace | leading | trailing (trailing for 1–4 steps)
     eta: float = 0.0  # ddim only: 0 deterministic, 1 is ddpm's noise

@@ -69,18 +69,13 @@ def diversity(
 ) -> dict:  # fmt: skip
     """Per class, the mean distance between two images' features, ``other`` ÷ ``real``: 1 as
     varied as the real images, 0 all alike; and its mean over the classes."""
-    per_class = _per_class_spread(real, real_labels, other, labels, class_names)
-    overall = sum(per_class.values()) / len(per_class) if per_class else float("nan")
-    return {"diversity": overall, "per_class_diversity": per_class}
-
-
-def _per_class_spread(real, real_labels, other, labels, class_names) -> dict[str, float]:
     per_class = {}
     for c, name in enumerate(class_names):
         a, b = other[labels == c], real[real_labels == c]
         if len(a) > 1 and len(b) > 1:
             per_class[name] = (torch.pdist(a).mean() / torch.pdist(b).mean()).item()
-    return per_class
+    overall = sum(per_class.values()) / len(per_class) if per_class else float("nan")
+    return {"diversity": overall, "per_class_diversity": per_class}
 
 
 def precision_recall(real: torch.Tensor, other: torch.Tensor, k: int = 3) -> dict[str, float]:
@@ -118,16 +113,16 @@ def compare(
     """FID, KID, diversity, precision and recall of ``other`` (in [−1, 1], drawn for ``labels``)
     against the real images."""
     real_features, features = quality_features(judge, real), quality_features(judge, other)
-    spread = _per_class_spread(
+    # the variety of shapes within a class alone, as FID's Inception features see images:
+    # blur and noise do not add to it as they do to the texture features
+    penultimate = diversity(
         penultimate_features(judge, real), real_labels, penultimate_features(judge, other),
         labels, class_names,
-    )  # fmt: skip
+    )["diversity"]  # fmt: skip
     return (
         distribution_distance(judge, real, other)
         | diversity(real_features, real_labels, features, labels, class_names)
-        # the variety of shapes within a class alone, as FID's Inception features see images:
-        # blur and noise do not add to it as they do to the texture features above
-        | {"penultimate_diversity": sum(spread.values()) / len(spread) if spread else float("nan")}
+        | {"penultimate_diversity": penultimate}
         | precision_recall(real_features, features)
     )
 
