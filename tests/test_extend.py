@@ -281,6 +281,7 @@ def test_evaluate_some_classes_of_a_model_of_some_classes(base, tmp_path):
         "data=digits", f"classifier.dir={tmp_path / 'judges'}", "classifier.epochs=1",
         f"ckpt_path={base}", "images_per_class=2", "phrasing_images_per_class=1",
         "attribute_images_per_class=0", "steps=2", "train_classifier=true", "classes=[one]",
+        "precision=32",  # the folder's name says -bf16 where the CPU computes bf16 natively
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=overrides)
