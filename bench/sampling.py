@@ -7,6 +7,7 @@ tables.
 
     python bench/sampling.py [ckpt_path] [--guidance-sampler ddpm:1000] [--images-per-class 50]
                              [--only samplers,guidance,interval,precision]
+                             [--samplers ddpm:100,dpmpp_2m_sde:25] (instead of the full list)
                              [--guidance-intervals 1.5@0-1,3@0.4-1] [overrides ...] [--smoke]
 
 The checkpoint defaults to the newest quickstart run (outputs/runs/*/checkpoints/last.ckpt);
@@ -21,7 +22,9 @@ from common import OUT, ROOT, SMOKE, config, record
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.modelfile.load import load_model
 
-OPTIONS = ("--guidance-sampler", "--images-per-class", "--only", "--guidance-intervals")
+OPTIONS = (
+    "--guidance-sampler", "--images-per-class", "--only", "--guidance-intervals", "--samplers"
+)  # fmt: skip
 ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in OPTIONS
         and sys.argv[i - 1] not in OPTIONS]  # fmt: skip
 # the reference (DDPM 1000), the default before the fast samplers (DDPM 100), then each
@@ -69,6 +72,11 @@ def guidance_intervals(text: str) -> list[tuple[float, tuple[float, float]]]:
     return [(float(w), tuple(map(float, span.split("-")))) for w, span in pairs]
 
 
+def sampler_list(text: str) -> list[tuple[str, int]]:
+    """``ddpm:100,dpmpp_2m_sde:25`` → [("ddpm", 100), ("dpmpp_2m_sde", 25)]."""
+    return [(name, int(steps)) for name, steps in (item.split(":") for item in text.split(","))]
+
+
 def row(first: str, r: dict) -> str:
     return (f"| {first} | {r['images_per_second']:.1f} | {r['conditional_accuracy']:.1%} "
             f"| {r['fid_ratio']:.2f} | {r['diversity']:.2f} | {r['penultimate_diversity']:.2f} "
@@ -92,12 +100,13 @@ def main() -> None:
     steps, tables = int(steps), option("--only", "samplers,guidance,interval,precision").split(",")
     on = f"{sampler} {steps} steps"
     own = load_model(ckpt)[1].guidance
+    samplers = sampler_list(option("--samplers", "")) if "--samplers" in sys.argv else SAMPLERS
     if "samplers" in tables:  # at the model's own guidance, as the CLIs sample it
         table(
             "sampler, steps",
             [
                 (f"{s} {k}", (ckpt, s, k, own.scale, n, overrides, own.interval))
-                for s, k in SAMPLERS
+                for s, k in samplers
             ],  # fmt: skip
             f"Samplers at the model's own {own} ({n} images per class, EMA weights)",
             f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real; "

@@ -129,9 +129,14 @@ def test_seed_experiments_reproduce_the_seed_configuration(experiment, tmp_path)
 
 
 def test_quickstart_experiment_runs_on_cpu_with_digits(tmp_path):
+    from diffusion_lit.diffusion.guidance import Guidance
+    from diffusion_lit.training.config import own_guidance
+
     cfg = compose_train(["experiment=quickstart"], run_dir=tmp_path)
     assert cfg.data.dataset._target_ == "diffusion_lit.data.Digits"
     assert cfg.trainer.accelerator == "cpu"
+    # its models sample with the guidance its sweep chose (bench/RESULTS.md)
+    assert own_guidance(cfg) == Guidance(1.25, (0.0, 0.7))
 
 
 @pytest.mark.parametrize("debug", options("debug"))

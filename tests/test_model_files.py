@@ -196,12 +196,13 @@ ATOL = 1e-5
 
 @pytest.mark.parametrize("form", ["model.ckpt", "export"])
 def test_format2_files_written_before_the_layout_change_sample_the_same_pixels(form):
-    """A tiny checkpoint and its export, with their own guidance (2 on [0.2, 1]): every sampler,
-    a stored prompt, a numeral and a prompt drawn as its nearest training prompt, and (from the
-    checkpoint) the raw weights, as the code that wrote them sampled them."""
+    """A tiny checkpoint and its export, with their own guidance (2 on [0.2, 1]): DDPM and
+    DDIM, a stored prompt, a numeral and a prompt drawn as its nearest training prompt, and (from
+    the checkpoint) the raw weights, as the code that wrote them sampled them. (DPM-Solver++ is
+    left out: it has since taken a first-order step where guidance switches on, at 0.2 here.)"""
     before = load_file(FORMAT2 / "samples.safetensors")
     pipe = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu")
-    for sampler in ("ddpm", "ddim", "dpmpp_2m"):
+    for sampler in ("ddpm", "ddim"):
         images = pipe(["Draw a six", "a 3", "a handwritten seven"], num_images=2, steps=5,
                       sampler=sampler, seed=0, progress=False, precision="32").images  # fmt: skip
         torch.testing.assert_close(images, before[f"{form}-{sampler}"], atol=ATOL, rtol=0)

@@ -67,6 +67,22 @@ def test_the_first_order_sde_step_is_ddpm():
     torch.testing.assert_close(sde, ddpm, atol=1e-5, rtol=1e-5)
 
 
+def test_the_multistep_solvers_keep_no_history_across_a_change_of_guidance():
+    """Where the noise predictor changes (guidance switching on or off at an interval's edge),
+    DPM-Solver++ takes a first-order step: with a new piece at every timestep every step is
+    first order, so the SDE walk is DDPM's; with one piece it is the usual second-order walk."""
+    x = torch.randn(500, 1, generator=torch.Generator().manual_seed(4))
+
+    def walk(name, piece=None):
+        return run_sampler(name, optimal_eps, SCHEDULE, x, 10, torch.Generator().manual_seed(5),
+                           progress=False, clip_x0=False, piece=piece)  # fmt: skip
+
+    ddpm, second_order = walk("ddpm"), walk("dpmpp_2m_sde")
+    torch.testing.assert_close(walk("dpmpp_2m_sde", piece=lambda t: t), ddpm)
+    torch.testing.assert_close(walk("dpmpp_2m_sde", piece=lambda t: 0), second_order)
+    assert not torch.allclose(second_order, ddpm)
+
+
 def test_deterministic_samplers_ignore_the_seed_after_the_start():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(100, 1, generator=g)

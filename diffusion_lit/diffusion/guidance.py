@@ -76,6 +76,11 @@ class Guidance:
         )
         return f"guidance {self.scale:g}{interval}{attributes}"
 
+    def guides(self, t: int, timesteps: int) -> bool:
+        """Whether guidance applies at timestep ``t`` of ``timesteps``: within the interval."""
+        done = 1 - t / (timesteps - 1)  # t = T − 1 is 0, t = 0 is 1
+        return self.interval[0] <= done <= self.interval[1]
+
     def noise(
         self,
         predict: Callable,
@@ -89,8 +94,7 @@ class Guidance:
         class-only prompts, for nested guidance), from the network's output
         ``predict(x, t, text)``: the passes batched together, in fp32 from there on."""
         if self.interval != (0.0, 1.0):  # reads t on the host: no sync for the default
-            done = 1 - t[0].item() / (schedule.timesteps - 1)  # t = T − 1 is 0, t = 0 is 1
-            if not self.interval[0] <= done <= self.interval[1]:
+            if not self.guides(int(t[0].item()), schedule.timesteps):
                 return schedule.predict_noise(x, t, predict(x, t, text).float())
         # ε, v and x_0 are affine in each other for a given x_t: guiding any of them is the same
         if base is None or not self.nested:

@@ -148,6 +148,7 @@ class DiffusionModel:
         x = run_sampler(
             options.sampler, noise, self.schedule, x, options.steps, generator, options.eta,
             progress, spacing=options.timestep_spacing, callback=callback,
+            piece=lambda t: guidance.guides(t, self.schedule.timesteps),
         )  # fmt: skip
         first_bad = torch.where(
             ~x.flatten(1).isfinite().all(1) & (first_bad < 0), steps - 1, first_bad

@@ -103,33 +103,48 @@ def ddim_sample(
 
 @torch.no_grad()
 def dpmpp_2m_sample(
-    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None
-):
+    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None,
+    piece=None,
+):  # fmt: skip
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
     solver of the probability-flow ODE in x̂_0 form, first order on the first and last steps.
     With λ = log(α/σ), α = √ᾱ, σ = √(1 − ᾱ) and h = λ_prev − λ_t:
     x_prev = (σ_prev/σ_t) x_t − α_prev (e^(−h) − 1) D, D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,last.
-    Deterministic: ``generator`` is accepted for a uniform signature and not used."""
-    return _dpmpp_2m(eps_fn, schedule, x, taus, None, progress, clip_x0, callback)
+    Deterministic: ``generator`` is accepted for a uniform signature and not used.
+
+    ``piece(t)``, when given, names the piece of a piecewise noise predictor that timestep t
+    lies in (guidance in an interval: guided or not). The multistep D extrapolates from the last
+    x̂_0, so across a change of piece it would extrapolate the jump between the two predictors
+    (half of it again, for equal steps): the step after a change is first order instead."""
+    return _dpmpp_2m(eps_fn, schedule, x, taus, None, progress, clip_x0, callback, piece=piece)
 
 
 @torch.no_grad()
 def dpmpp_2m_sde_sample(
-    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None
-):
+    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None,
+    piece=None,
+):  # fmt: skip
     """DPM-Solver++(2M) SDE (Lu et al. 2022, §5; diffusers' ``sde-dpmsolver++``, midpoint): the
     same multistep D as :func:`dpmpp_2m_sample`, solving the reverse SDE instead of the ODE,
     x_prev = (σ_prev/σ_t) e^(−h) x_t + α_prev (1 − e^(−2h)) D + σ_prev √(1 − e^(−2h)) z.
     Its first-order step is exactly DDPM's ancestral step on the same grid; the fresh noise
     each step is what keeps the network's errors at high noise from reaching the image
-    (bench/RESULTS.md, the sampler diagnosis)."""
-    return _dpmpp_2m(eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, sde=True)
+    (bench/RESULTS.md, the sampler diagnosis). ``piece``: as for :func:`dpmpp_2m_sample`."""
+    return _dpmpp_2m(
+        eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, sde=True, piece=piece
+    )
 
 
-def _dpmpp_2m(eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, sde=False):
-    x0_last, h_last = None, None
+def _dpmpp_2m(
+    eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, sde=False, piece=None
+):
+    x0_last, h_last, piece_last = None, None, None
     for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
         x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
+        if piece is not None:  # a new piece of the predictor: no history from the last one
+            piece_now = piece(int(taus[i]))
+            x0_last = x0_last if piece_now == piece_last else None
+            piece_last = piece_now
         if i == 0:  # the last jump lands on ᾱ = 1 (σ = 0): the clean image is x̂_0 itself
             x = x0
             continue
@@ -175,15 +190,21 @@ def run_sampler(
     clip_x0: bool = True,
     spacing: str = "linspace",
     callback: StepCallback | None = None,
+    piece: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m | dpmpp_2m_sde) from the noise
     ``x`` over ``steps`` timesteps (all T by default) spaced by ``spacing``. ``eta`` is DDIM's
     noise level; ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]. ``callback(done,
     total)`` runs after every step (as diffusers' ``callback_on_step_end``): to report
-    progress, or to stop the sampling by raising."""
+    progress, or to stop the sampling by raising. ``piece(t)``: which piece of a piecewise
+    ``eps_fn`` timestep t is in, for the multistep samplers (see :func:`dpmpp_2m_sample`)."""
     if name not in SAMPLERS:
         raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
     taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps, spacing)
     if name == "ddim":
         return ddim_sample(eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta)
+    if name in ("dpmpp_2m", "dpmpp_2m_sde"):
+        return SAMPLERS[name](
+            eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, piece
+        )
     return SAMPLERS[name](eps_fn, schedule, x, taus, generator, progress, clip_x0, callback)
