@@ -96,8 +96,10 @@ def main() -> None:
     ckpt = Path(ARGS[0]) if ARGS and "=" not in ARGS[0] else newest_checkpoint()
     overrides = [a for a in ARGS if "=" in a]
     n = int(option("--images-per-class", "2" if SMOKE else "50"))
-    sampler, steps = option("--guidance-sampler", "ddpm:4" if SMOKE else "ddpm:1000").split(":")
-    steps, tables = int(steps), option("--only", "samplers,guidance,interval,precision").split(",")
+    [(sampler, steps)] = sampler_list(
+        option("--guidance-sampler", "ddpm:4" if SMOKE else "ddpm:1000")
+    )
+    tables = option("--only", "samplers,guidance,interval,precision").split(",")
     on = f"{sampler} {steps} steps"
     own = load_model(ckpt)[1].guidance
     samplers = sampler_list(option("--samplers", "")) if "--samplers" in sys.argv else SAMPLERS
