@@ -1,11 +1,12 @@
 """Extending a trained model without forgetting (README: Extending a model). A base model trained
 on some of the classes (digits 0–7), then the rest (8 and 9) added by each mode — every weight
-with generated replay, with the old classes' real images, with no replay, and LoRA adapters with
-generated replay — each judged by the evaluation on the old classes (before: the base; after:
-the extension) and on the new ones: accuracy, FID ÷ real-vs-real and diversity; the extension's
+with generated replay (its targets the drawn noise, or the base's predictions: distilled), with
+the old classes' real images, with no replay, and LoRA adapters with generated replay (plain or
+distilled) — each judged by the evaluation on the old classes (before: the base; after: the
+extension) and on the new ones: accuracy, FID ÷ real-vs-real and diversity; the extension's
 wall time (its replay images drawn included) as a fraction of the base's training; the files.
 
-    python bench/extend.py [--modes full-generated,full-data,full-none,lora-generated]
+    python bench/extend.py [--modes full-generated,full-distilled,full-data,full-none,...]
                            [--reuse-base] [--smoke] [Hydra overrides for the extensions ...]
 
 ``--reuse-base`` takes the base (and its training time) an earlier run of this script left in
@@ -30,8 +31,12 @@ MODES = {
     "full-generated": ["replay=generated"],
     "full-data": ["replay=data"],
     "full-none": ["replay=none"],
+    # the base's predictions as the replayed images' targets (generative distillation)
+    "full-distilled": ["replay=generated", "replay.distill=true"],
     # adapters start at zero and have few weights: a higher learning rate than full fine-tuning
     "lora-generated": ["finetune=lora", "replay=generated", "optimizer.lr=5e-3"],
+    "lora-distilled": ["finetune=lora", "replay=generated", "replay.distill=true",
+                       "optimizer.lr=5e-3"],  # fmt: skip
 }
 SMOKE_OVERRIDES = ["data.image_size=8", "model.base_channels=4", "model.time_dim=8",
                    "schedule.timesteps=20", "trainer.max_epochs=1", "trainer.limit_train_batches=2",

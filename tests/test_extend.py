@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from torchmetrics import MeanSquaredError
 
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.errors import UserError
@@ -20,12 +21,14 @@ from diffusion_lit.export import export
 from diffusion_lit.modelfile.checkpoint import read_checkpoint
 from diffusion_lit.modelfile.lineage import content_hash
 from diffusion_lit.modelfile.load import load_model
+from diffusion_lit.models.layers import ConditionalDropout, kept_prompts
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.runs.__main__ import main as runs_main
 from diffusion_lit.text.captions import CaptionTable, merged
 from diffusion_lit.train import main as train_main
 from diffusion_lit.train import train
 from diffusion_lit.training.config import build
+from diffusion_lit.training.module import DiffusionModule, PseudoAccuracy
 from diffusion_lit.training.replay import Replay
 
 from conftest import CONF_DIR, TINY, compose_train
@@ -119,6 +122,31 @@ def test_replay_makes_its_share_of_every_batch():
     batch = torch.ones(6, 1, 4, 4), torch.ones(6, dtype=torch.long), torch.ones(6, 3).long()
     x0, labels, rows = replay.mix(batch)
     assert len(x0) == 8 and (labels == 0).sum() == 2 and rows.shape == (8, 3)
+
+
+def test_a_distilled_replay_asks_of_the_model_what_its_base_answers(base):
+    """With ``replay.distill``, a replayed image's target is the base's prediction for what the
+    network saw: the null prompt where its conditional dropout dropped the prompt. A network
+    that is still its base then has nothing to learn on the replayed images; with the drawn
+    noise as the target (no distillation) it has."""
+    spec, model = load_model(base)
+    module = DiffusionModule(spec, model, optimizer=torch.optim.Adam).train()
+    for dropout in (m for m in module.net.modules() if isinstance(m, ConditionalDropout)):
+        dropout.p = 0.5  # some prompts dropped in every batch of 32
+    torch.manual_seed(0)
+    images = torch.rand(32, 1, 8, 8) * 2 - 1
+    labels = torch.randint(2, (32,))
+    batch = images, labels, torch.zeros(32, 1, dtype=torch.long)
+    _, teacher = load_model(base)
+    losses = {}
+    for name, taught_by in (("distilled", teacher), ("noise", None)):
+        module.replay = Replay(images, labels, batch[2], fraction=0.5, teacher=taught_by)
+        with kept_prompts(module.net) as keep:
+            losses[name] = module.model_step(
+                batch, MeanSquaredError(), PseudoAccuracy(), replayed=32
+            ).item()
+        assert not keep[0].all() and keep[0].any()
+    assert losses["distilled"] < 1e-10 < 1e-2 < losses["noise"]
 
 
 def test_extending_keeps_the_old_classes_and_starts_from_the_base(base, tmp_path):

@@ -2,6 +2,8 @@
 attention."""
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,21 @@ class ConditionalDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return torch.ones(batch_size, dtype=torch.bool, device=device)
         return torch.rand(batch_size, device=device) >= self.p
+
+
+@contextmanager
+def kept_prompts(net: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Within the block, the keep mask (B,) of every forward of ``net``'s
+    :class:`ConditionalDropout` is appended to the list yielded: which prompts the network saw
+    and which it dropped to the null prompt (for a teacher that must answer the same)."""
+    masks: list[torch.Tensor] = []
+    drops = [m for m in net.modules() if isinstance(m, ConditionalDropout)]
+    hooks = [m.register_forward_hook(lambda _m, _in, keep: masks.append(keep)) for m in drops]
+    try:
+        yield masks
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class TextConditioning(nn.Module):

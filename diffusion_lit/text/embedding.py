@@ -20,6 +20,14 @@ class TextEmbedding:
             torch.zeros_like(self.mask),
         )
 
+    def last(self, n: int, keep: torch.Tensor | None = None) -> "TextEmbedding":
+        """The last ``n`` prompts; with ``keep`` (n,) bool, those it marks False become the
+        null prompt (as conditional dropout drops them)."""
+        pooled, tokens, mask = self.pooled[-n:], self.tokens[-n:], self.mask[-n:]
+        if keep is not None:
+            pooled, mask = pooled * keep[:, None].to(pooled.dtype), mask & keep[:, None]
+        return TextEmbedding(pooled, tokens, mask)
+
     def cat(self, other: "TextEmbedding") -> "TextEmbedding":
         """Both, one after the other; the shorter token sequences padded (masked) to the
         longer's length."""

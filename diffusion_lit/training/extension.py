@@ -63,6 +63,7 @@ def read_base(cfg: DictConfig) -> Base | None:
             raise BadValue("replay.fraction", fraction, "a number > 0 and < 1", "0.5")
         checks.integer("replay.images_per_class", options.get("images_per_class"), 1, 100_000)
         checks.integer("replay.steps", options.get("steps"), 1, 100_000)
+        checks.flag("replay.distill", options.get("distill", False))
     given = checks.path("init_from", cfg.get("init_from"), optional=True)
     if given is None:
         if mode == "lora":
@@ -132,8 +133,9 @@ def start(
         adapter = {"rank": cfg.finetune.rank, "alpha": float(cfg.finetune.alpha),
                    "modules": modules}  # fmt: skip
     data = cfg.data.dataset._target_.rsplit(".", 1)[-1]
+    how_replayed = replay_mode + (", distilled" if distilled(cfg, replay_mode) else "")
     link = step(base.hash, str(base.path.resolve()), data, datamodule.data_class_names,
-                cfg.finetune.mode, replay_mode)  # fmt: skip
+                cfg.finetune.mode, how_replayed)  # fmt: skip
     return replace(spec, lineage=[*base.spec.lineage, link], adapter=adapter)
 
 
@@ -159,7 +161,13 @@ def replay_set(
         base.model.to("cpu")
     else:
         images, labels, rows = _real_images(cfg, datamodule, classes, per_class)
-    return replay.Replay(images, labels, rows, float(cfg.replay.fraction))
+    teacher = base.model if distilled(cfg, mode) else None
+    return replay.Replay(images, labels, rows, float(cfg.replay.fraction), teacher)
+
+
+def distilled(cfg: DictConfig, mode: str) -> bool:
+    """Whether the replayed images' targets are the base's predictions (``replay.distill``)."""
+    return mode != "none" and bool(cfg.replay.get("distill", False))
 
 
 def _real_images(cfg, datamodule: ImageDataModule, classes: list[str], per_class: int):

@@ -13,6 +13,7 @@ from diffusion_lit import checks
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError
 from diffusion_lit.modelfile.spec import ModelSpec
+from diffusion_lit.models.layers import kept_prompts
 from diffusion_lit.text import TextEmbedding, TextEncoder
 from diffusion_lit.training.replay import Replay
 
@@ -114,11 +115,14 @@ class DiffusionModule(L.LightningModule):
 
         return TextEmbedding(jitter(text.pooled), jitter(text.tokens), text.mask)
 
-    def model_step(self, batch, loss_metric, acc_metric, generator=None) -> torch.Tensor:
+    def model_step(
+        self, batch, loss_metric, acc_metric, generator=None, replayed: int = 0
+    ) -> torch.Tensor:
         """The seed's training step: corrupt x_0 at a random t, predict ε (or v or x_0), MSE
-        against the truth, weighted by min-SNR-γ when set. Updates the stage's loss (unweighted)
-        and pseudo-accuracy metrics; returns the batch loss. Every random draw comes from
-        ``generator`` (the global RNG when None)."""
+        against the truth, weighted by min-SNR-γ when set; the last ``replayed`` images' truth
+        is the base model's prediction when the replay distills it. Updates the stage's loss
+        (unweighted) and pseudo-accuracy metrics; returns the batch loss. Every random draw
+        comes from ``generator`` (the global RNG when None)."""
         x0, labels, *rows = batch  # rows: each image's captions (absent: any of its class's)
         t = torch.randint(
             self.schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator
@@ -127,7 +131,10 @@ class DiffusionModule(L.LightningModule):
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t)
         text = self.caption_text(labels, rows[0] if rows else None, generator)
-        out = self.model.predict(x_t, t, text).float()
+        with kept_prompts(self.net) as keep:
+            out = self.model.predict(x_t, t, text).float()
+        if replayed and self.replay.teacher is not None:
+            target = self.replay.taught(target, x_t, t, text, keep[0] if keep else None, replayed)
         per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(1)
         loss = (
             (per_sample * self.loss_weights(t)).mean() if self.min_snr_gamma else per_sample.mean()
@@ -161,9 +168,11 @@ class DiffusionModule(L.LightningModule):
         self.train_acc.reset()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        replayed = 0
         if self.replay is not None:
+            replayed = self.replay.extra(len(batch[0]))
             batch = self.replay.mix(batch)
-        loss = self.model_step(batch, self.train_loss, self.train_acc)
+        loss = self.model_step(batch, self.train_loss, self.train_acc, replayed=replayed)
         self._note_nonfinite(loss)
         self.log("loss", loss, prog_bar=True, logger=False)  # the live per-step value
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)

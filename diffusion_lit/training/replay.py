@@ -1,7 +1,11 @@
 """Against forgetting: images of the classes a model knew that the data it is extended with
 lacks, mixed into every training batch. ``generated``: the model's own samples of them, drawn
 once before training, each with the caption it was drawn for (DreamBooth's prior preservation,
-generative replay); ``data``: their real images, when the user still has them."""
+generative replay); ``data``: their real images, when the user still has them. With a
+``teacher`` (``replay.distill``), a replayed image's target is the base model's prediction at the
+same noisy image, timestep and prompt, not the noise drawn (generative distillation, Masip et al.
+2024): the new model learns the base's whole denoising function around each replayed image, not
+the way back to that one image."""
 
 from dataclasses import dataclass
 
@@ -9,6 +13,7 @@ import torch
 
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.text import TextEmbedding
 
 MODES = ("generated", "data", "none")
 
@@ -16,12 +21,14 @@ MODES = ("generated", "data", "none")
 @dataclass
 class Replay:
     """Images (N, C, H, W) in [−1, 1], their classes (N,) and caption positions (N, K) in the
-    training's caption table, and the share of every training batch they make up."""
+    training's caption table, the share of every training batch they make up, and the base
+    model whose predictions are their targets (None: the noise drawn is, as for new images)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
     fraction: float
+    teacher: DiffusionModel | None = None
 
     def extra(self, batch_size: int) -> int:
         """How many replayed images a batch of ``batch_size`` new ones gets."""
@@ -46,6 +53,28 @@ class Replay:
             torch.cat([labels, self.labels[pick]]),
             torch.cat([widened(rows), widened(self.rows[pick])]),
         )
+
+    @torch.no_grad()
+    def taught(
+        self,
+        target: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text: TextEmbedding,
+        keep: torch.Tensor | None,
+        n: int,
+    ) -> torch.Tensor:
+        """``target`` with its last ``n`` rows (the images :meth:`mix` appended) replaced by the
+        teacher's prediction for the same x_t, t and prompt, dropped to the null prompt where
+        ``keep`` (the trained network's conditional dropout of the whole batch) dropped it:
+        the unconditional prediction that guidance needs is distilled too."""
+        if n == 0:
+            return target
+        teacher = self.teacher.to(x_t.device)
+        teacher.net.eval().requires_grad_(False)
+        seen = text.last(n, None if keep is None else keep[-n:])
+        taught = teacher.predict(x_t[-n:], t[-n:], seen)
+        return torch.cat([target[:-n], taught.to(target.dtype)])
 
 
 @torch.no_grad()
