@@ -7,7 +7,8 @@ tables.
 
     python bench/sampling.py [ckpt_path] [--guidance-sampler ddpm:1000] [--images-per-class 50]
                              [--only samplers,guidance,interval,precision]
-                             [--samplers ddpm:100,dpmpp_2m_sde:25] (instead of the full list)
+                             [--samplers ddpm:100,dpmpp_2m_sde:25[:quadratic]] (instead of
+                             the full list; a third field: the timestep spacing)
                              [--guidance-intervals 1.5@0-1,3@0.4-1] [overrides ...] [--smoke]
 
 The checkpoint defaults to the newest quickstart run (outputs/runs/*/checkpoints/last.ckpt);
@@ -31,10 +32,16 @@ ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in 
 # candidate at 10-25 steps
 CANDIDATES = ("dpmpp_2m_sde", "ddpm", "dpmpp_2m", "ddim")
 SAMPLERS = [("ddpm", 1000), ("ddpm", 100)] + [(s, k) for s in CANDIDATES for k in (25, 20, 15, 10)]
+SAMPLERS = [(s, k, "linspace") for s, k in SAMPLERS]
 GUIDANCE = [0.0, 1.0, 1.5, 2.0, 3.0, 5.0]
 INTERVALS = "1.5@0-1,2@0-1,3@0.2-1,3@0.3-1,3@0.4-1,5@0.4-1"  # guidance @ start-stop
 if SMOKE:
-    SAMPLERS = [("ddpm", 4), ("ddim", 2), ("dpmpp_2m", 2), ("dpmpp_2m_sde", 2)]
+    SAMPLERS = [
+        ("ddpm", 4, "linspace"),
+        ("ddim", 2, "linspace"),
+        ("dpmpp_2m", 2, "linspace"),
+        ("dpmpp_2m_sde", 3, "quadratic"),
+    ]
     GUIDANCE = [1.0, 3.0]
     INTERVALS = "1@0-1,3@0.4-1"
 HEADER = ["| {} | img/s | accuracy | FID ÷ real | diversity | penultimate diversity "
@@ -53,12 +60,14 @@ def newest_checkpoint() -> Path:
 
 
 def judge(
-    ckpt: Path, sampler: str, steps: int, guidance: float, n: int, overrides, interval=(0, 1)
-) -> dict:
+    ckpt: Path, sampler: str, steps: int, guidance: float, n: int, overrides, interval=(0, 1),
+    spacing: str = "linspace",
+) -> dict:  # fmt: skip
     judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
-    name = f"{sampler}{steps}-w{guidance:g}-i{interval[0]:g}-{interval[1]:g}"
+    name = f"{sampler}{steps}-{spacing}-w{guidance:g}-i{interval[0]:g}-{interval[1]:g}"
     return evaluate(config([
         f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}", f"guidance_scale={guidance}",
+        f"timestep_spacing={spacing}",
         f"guidance_interval=[{interval[0]},{interval[1]}]", f"images_per_class={n}",
         "data.num_workers=0", "phrasing_images_per_class=0", "attribute_images_per_class=0",
         f"out_dir={OUT / 'eval' / name}",
@@ -72,9 +81,15 @@ def guidance_intervals(text: str) -> list[tuple[float, tuple[float, float]]]:
     return [(float(w), tuple(map(float, span.split("-")))) for w, span in pairs]
 
 
-def sampler_list(text: str) -> list[tuple[str, int]]:
-    """``ddpm:100,dpmpp_2m_sde:25`` → [("ddpm", 100), ("dpmpp_2m_sde", 25)]."""
-    return [(name, int(steps)) for name, steps in (item.split(":") for item in text.split(","))]
+def sampler_list(text: str) -> list[tuple[str, int, str]]:
+    """``ddpm:100,dpmpp_2m_sde:25:quadratic`` → [("ddpm", 100, "linspace"), ("dpmpp_2m_sde",
+    25, "quadratic")]: sampler, steps and timestep spacing."""
+    items = [item.split(":") for item in text.split(",")]
+    return [(name, int(steps), *(spacing or ["linspace"])) for name, steps, *spacing in items]
+
+
+def label(sampler: str, steps: int, spacing: str) -> str:
+    return f"{sampler} {steps}" + ("" if spacing == "linspace" else f" {spacing}")
 
 
 def row(first: str, r: dict) -> str:
@@ -96,19 +111,19 @@ def main() -> None:
     ckpt = Path(ARGS[0]) if ARGS and "=" not in ARGS[0] else newest_checkpoint()
     overrides = [a for a in ARGS if "=" in a]
     n = int(option("--images-per-class", "2" if SMOKE else "50"))
-    [(sampler, steps)] = sampler_list(
+    [(sampler, steps, spacing)] = sampler_list(
         option("--guidance-sampler", "ddpm:4" if SMOKE else "ddpm:1000")
     )
     tables = option("--only", "samplers,guidance,interval,precision").split(",")
-    on = f"{sampler} {steps} steps"
+    on = f"{label(sampler, steps, spacing)} steps"
     own = load_model(ckpt)[1].guidance
     samplers = sampler_list(option("--samplers", "")) if "--samplers" in sys.argv else SAMPLERS
     if "samplers" in tables:  # at the model's own guidance, as the CLIs sample it
         table(
             "sampler, steps",
             [
-                (f"{s} {k}", (ckpt, s, k, own.scale, n, overrides, own.interval))
-                for s, k in samplers
+                (label(s, k, g), (ckpt, s, k, own.scale, n, overrides, own.interval, g))
+                for s, k, g in samplers
             ],  # fmt: skip
             f"Samplers at the model's own {own} ({n} images per class, EMA weights)",
             f"Checkpoint: `{ckpt}`. FID in the judge's quality features ÷ real-vs-real; "
@@ -118,7 +133,10 @@ def main() -> None:
     if "guidance" in tables:
         table(
             "guidance",
-            [(f"{w:g}", (ckpt, sampler, steps, w, n, overrides)) for w in GUIDANCE],
+            [
+                (f"{w:g}", (ckpt, sampler, steps, w, n, overrides, (0, 1), spacing))
+                for w in GUIDANCE
+            ],  # fmt: skip
             f"Guidance scale with {on} ({n} images per class)",
             f"Checkpoint: `{ckpt}`.",
         )
@@ -127,7 +145,10 @@ def main() -> None:
         table(
             "guidance, interval",
             [
-                (f"{w:g} on [{a:g}, {b:g}]", (ckpt, sampler, steps, w, n, overrides, (a, b)))
+                (
+                    f"{w:g} on [{a:g}, {b:g}]",
+                    (ckpt, sampler, steps, w, n, overrides, (a, b), spacing),
+                )
                 for w, (a, b) in spans
             ],
             f"Guidance in an interval of the denoising, {on} ({n} images per class)",
@@ -139,7 +160,7 @@ def main() -> None:
         table(
             "precision",
             [
-                (p, (ckpt, sampler, steps, w, n, [*overrides, f"precision={p}"], (a, b)))
+                (p, (ckpt, sampler, steps, w, n, [*overrides, f"precision={p}"], (a, b), spacing))
                 for p in ("32", "bf16-mixed")
             ],
             f"Sampling precision, {on}, guidance {w:g} on [{a:g}, {b:g}] ({n} images per class)",

@@ -160,10 +160,11 @@ def test_extending_keeps_the_old_classes_and_starts_from_the_base(base, tmp_path
     assert module.spec.class_prompts[0][0] == "Draw a zero"  # the base's captions, kept
     link = module.spec.lineage[-1]
     assert link["hash"] == content_hash(base_model.net) and link["path"] == str(base.resolve())
-    assert (link["classes"], link["how"], link["replay"]) == (NEW, "full", "generated")
+    assert (link["classes"], link["how"], link["replay"]) == (NEW, "full", "generated, distilled")
     # the replayed images: the base's own samples of the classes the data lacks, labelled so
     assert sorted(module.replay.labels.unique().tolist()) == [0, 1]
     assert len(module.replay.labels) == 3 * len(OLD)
+    assert content_hash(module.replay.teacher.net) == link["hash"]  # distilled from the base
     # a fresh run: its own step count (1 step), not the base's
     ckpt, spec = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 1 and spec.lineage == module.spec.lineage

@@ -18,11 +18,12 @@ def optimal_eps(x, t):
     return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
 
 
-def sample(name, steps, eta=0.0, seed=0, n=20000):
+def sample(name, steps, eta=0.0, seed=0, n=20000, spacing="linspace"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, generator=g)
     # no clipping to [-1, 1]: it would cut the Gaussian's tails
-    return run_sampler(name, optimal_eps, SCHEDULE, x, steps, g, eta, progress=False, clip_x0=False)
+    return run_sampler(name, optimal_eps, SCHEDULE, x, steps, g, eta, progress=False,
+                       clip_x0=False, spacing=spacing)  # fmt: skip
 
 
 # (sampler, steps, eta, relative tolerance on s). Few steps cost a little spread (a first-order
@@ -44,6 +45,17 @@ CASES = [
 @pytest.mark.parametrize("name,steps,eta,rel", CASES)
 def test_sampler_recovers_the_gaussian(name, steps, eta, rel):
     x = sample(name, steps, eta)
+    assert x.mean().item() == pytest.approx(MU, abs=0.015)
+    assert x.std().item() == pytest.approx(S, rel=rel)
+
+
+# measured spread error at 20 steps, quadratic (linspace): DDPM −15.9 % (−22.6 %), DPM-Solver++
+# 2M +2.5 % (−4.3 %), its SDE +5.9 % (−4.5 %)
+@pytest.mark.parametrize(
+    ("name", "rel"), [("ddpm", 0.17), ("dpmpp_2m", 0.03), ("dpmpp_2m_sde", 0.07)]
+)
+def test_the_quadratic_grid_recovers_the_gaussian_at_20_steps(name, rel):
+    x = sample(name, 20, spacing="quadratic")
     assert x.mean().item() == pytest.approx(MU, abs=0.015)
     assert x.std().item() == pytest.approx(S, rel=rel)
 
@@ -111,6 +123,10 @@ def test_spaced_timesteps():
     for spacing in ["linspace", "leading"]:  # one step at t = 0 would return the noise itself
         with pytest.raises(UserError, match="steps=1 .* visits only t=0.*trailing"):
             spaced_timesteps(1000, 1, spacing)
+    quadratic = spaced_timesteps(1000, 25, "quadratic")
+    assert quadratic[:4].tolist() == [0, 2, 7, 16] and quadratic[-1] == 999  # (i/24)² · 999
+    assert (quadratic.diff().diff() >= -1).all()  # ever longer steps towards the noise
+    assert spaced_timesteps(1000, 100, "quadratic").unique().numel() == 98  # each t once
     with pytest.raises(UserError, match="timestep_spacing='middle'"):
         spaced_timesteps(1000, 10, "middle")
 

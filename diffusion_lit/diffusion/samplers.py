@@ -11,7 +11,7 @@ from diffusion_lit.errors import UserError
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
-SPACINGS = ("linspace", "leading", "trailing")
+SPACINGS = ("linspace", "leading", "trailing", "quadratic")
 
 
 def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> torch.Tensor:
@@ -19,7 +19,12 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
     ``timestep_spacing`` (Lin et al. 2024, Table 2): ``linspace`` evenly from 0 to T − 1,
     rounded ("respacing", Nichol & Dhariwal 2021, §4); ``leading`` the multiples of ⌊T/steps⌋
     from 0; ``trailing`` evenly from T − 1 down in strides of T/steps, so that the first step is
-    always at T − 1, where the starting noise is (which makes even one step meaningful)."""
+    always at T − 1, where the starting noise is (which makes even one step meaningful).
+    ``quadratic``: DDIM's other grid (Song et al. 2021, App. D.2), (i/(steps − 1))² (T − 1)
+    rounded, from 0 to T − 1: short steps where the noise is low, long ones where it is high
+    (a timestep two of them round to is visited once). Hand-written: diffusers has no such
+    spacing, and its Karras σ (``use_karras_sigmas``) spends most steps at t > 0.98 T on the
+    cosine schedule, whose σ at T − 1 is 2·10⁴."""
     if spacing not in SPACINGS:
         raise UserError(
             f"Unknown timestep_spacing={spacing!r}; choose one of {', '.join(SPACINGS)}."
@@ -31,6 +36,9 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
         )
     if spacing == "linspace":
         taus = torch.linspace(0, timesteps - 1, steps, dtype=torch.float64).round()
+    elif spacing == "quadratic":
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+        taus = (ramp**2 * (timesteps - 1)).round().unique_consecutive()
     elif spacing == "leading":
         taus = torch.arange(steps, dtype=torch.float64) * (timesteps // steps)
     else:
