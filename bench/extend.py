@@ -1,5 +1,6 @@
 """Extending a trained model without forgetting (README: Extending a model). A base model trained on
-some of the classes (digits 0–7), then the rest (8 and 9) added by each mode — every weight with
+some of the classes (digits 0–7, or Fashion-MNIST's first 8), then the rest (8 and 9, or bag and
+ankle boot) added by each mode — every weight with
 generated replay (the base's predictions distilled on its samples, or plain: the drawn noise as
 their targets), with the old classes' real images, with no replay, and LoRA adapters with generated
 replay (distilled or plain) — each judged by the evaluation on the old classes (before: the base;
@@ -8,16 +9,19 @@ extension's wall time (its replay images drawn included) as a fraction of the ba
 files.
 
     python bench/extend.py [--modes full-generated,full-generated-plain,full-data,...]
-                           [--reuse-base] [--smoke] [Hydra overrides for the extensions ...]
+                           [--dataset digits|fashion_mnist] [--reuse-base] [--smoke]
+                           [Hydra overrides for the extensions ...]
 
 ``--reuse-base`` takes the base (and its training time) an earlier run of this script left in
-outputs/bench/extend/base, so that extension recipes can be compared without training it again.
+outputs/bench/extend[-fashion_mnist]/base, so that extension recipes can be compared without
+training it again. Fashion-MNIST reads its files offline: `make fashion-mnist` first.
 """
 
 import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import OUT, SMOKE, config, record
@@ -27,8 +31,37 @@ from diffusion_lit.evaluate import evaluate
 from diffusion_lit.export import export
 from diffusion_lit.train import train
 
-OLD = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
-NEW = ["eight", "nine"]
+
+@dataclass
+class Setting:
+    """One dataset's table: the base's classes and those added, the experiments that train the
+    base and the extensions, the judge's data config, overrides for every run (training and
+    judging) and the recipe's words for the notes."""
+
+    old: list[str]
+    new: list[str]
+    base: str
+    extension: str
+    data: str
+    overrides: list[str]
+    recipe: str
+
+
+FASHION = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker"]
+SETTINGS = {
+    "digits": Setting(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven"], ["eight", "nine"],
+        "quickstart", "quickstart_extend", "digits", [],
+        "the quickstart on 0–7 (60 epochs); each extension: experiment=quickstart_extend (40 "
+        "epochs, lr 2e-3, LoRA 5e-3, 10 warm-up steps",
+    ),
+    "fashion_mnist": Setting(
+        FASHION, ["bag", "ankle boot"], "fashion_mnist", "fashion_mnist_extend",
+        "fashion_mnist", ["data.download=false"],  # offline: `make fashion-mnist` first
+        "experiment=fashion_mnist on its first 8 classes (10 epochs); each extension: "
+        "experiment=fashion_mnist_extend (8 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps",
+    ),
+}  # fmt: skip
 MODES = {
     # replay=generated distills the base's predictions on its own samples (the default)
     "full-generated": ["replay=generated"],
@@ -55,14 +88,20 @@ def option(name: str, default: str) -> str:
 
 
 def names(classes: list[str]) -> str:
-    return "[" + ",".join(classes) + "]"
+    """A Hydra list of class names, each quoted (``t-shirt/top``, ``ankle boot``)."""
+    return "[" + ",".join(f'"{c}"' for c in classes) + "]"
 
 
-def trained(name: str, overrides: list[str], experiment: str) -> tuple[Path, float]:
+def folder(setting: Setting) -> Path:
+    """Where a dataset's runs go."""
+    return OUT / ("extend" if setting is SETTINGS["digits"] else f"extend-{setting.base}")
+
+
+def trained(setting: Setting, name: str, overrides: list[str], experiment: str):
     """One training run of an experiment; its last checkpoint and its wall time."""
     cfg = config([f"experiment={experiment}", "~callbacks.sample_grid", "~callbacks.curves",
-                  *overrides, *(SMOKE_OVERRIDES if SMOKE else [])])  # fmt: skip
-    run_dir = OUT / "extend" / name
+                  *setting.overrides, *overrides, *(SMOKE_OVERRIDES if SMOKE else [])])  # fmt: skip
+    run_dir = folder(setting) / name
     shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run's: train afresh, not resume it
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
@@ -71,12 +110,14 @@ def trained(name: str, overrides: list[str], experiment: str) -> tuple[Path, flo
     return run_dir / "checkpoints" / "last.ckpt", time.perf_counter() - start
 
 
-def judged(ckpt: Path, classes: list[str]) -> dict:
-    """The evaluation's accuracy, FID ratio and diversity on some of the model's classes."""
-    cfg = config([f"ckpt_path={ckpt}", "data=digits", f"classifier.dir={OUT / 'classifiers'}",
+def judged(setting: Setting, ckpt: Path, which: str) -> dict:
+    """The evaluation's accuracy, FID ratio and diversity on the old or the new classes."""
+    classes = setting.old if which == "old" else setting.new
+    cfg = config([f"ckpt_path={ckpt}", f"data={setting.data}", *setting.overrides,
+                  f"classifier.dir={OUT / 'classifiers'}",
                   f"images_per_class={2 if SMOKE else 50}", "phrasing_images_per_class=0",
                   "attribute_images_per_class=0", f"classes={names(classes)}",
-                  f"out_dir={ckpt.parent}/eval-{classes[0]}", *(["steps=3"] if SMOKE else [])],
+                  f"out_dir={ckpt.parent}/eval-{which}", *(["steps=3"] if SMOKE else [])],
                  name="evaluate")  # fmt: skip
     result = evaluate(cfg)
     return {k: result[k] for k in ("conditional_accuracy", "fid_ratio", "diversity")}
@@ -87,9 +128,9 @@ def size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.iterdir())
 
 
-def exported(ckpt: Path, name: str) -> Path:
+def exported(setting: Setting, ckpt: Path, name: str) -> Path:
     """The checkpoint's export (an adapter folder for a LoRA run)."""
-    cfg = config([f"ckpt_path={ckpt}", f"out_dir={OUT / 'extend' / 'exports' / name}",
+    cfg = config([f"ckpt_path={ckpt}", f"out_dir={folder(setting) / 'exports' / name}",
                   "overwrite=true"], name="export")  # fmt: skip
     return export(cfg)
 
@@ -99,36 +140,40 @@ def overrides_given() -> list[str]:
     return [a for a in sys.argv[1:] if "=" in a and not a.startswith("--")]
 
 
-def the_base(reuse: bool) -> tuple[Path, float]:
+def the_base(setting: Setting, reuse: bool) -> tuple[Path, float]:
     """The base model (trained here, or an earlier run's with ``reuse``) and its training time."""
-    record_file = OUT / "extend" / "base.json"
+    record_file = folder(setting) / "base.json"
     if reuse and record_file.is_file():
         found = json.loads(record_file.read_text())
         return Path(found["ckpt"]), found["seconds"]
-    ckpt, seconds = trained("base", [f"data.classes={names(OLD)}"], "quickstart")
+    ckpt, seconds = trained(setting, "base", [f"data.classes={names(setting.old)}"], setting.base)
     record_file.write_text(json.dumps({"ckpt": str(ckpt), "seconds": seconds}))
     return ckpt, seconds
 
 
 def main() -> None:
     modes = option("--modes", ",".join(MODES)).split(",")
+    dataset = option("--dataset", "digits")
+    setting = SETTINGS[dataset]
     extra = overrides_given()
-    base, base_seconds = the_base("--reuse-base" in sys.argv)
-    base_size = size(exported(base, "base"))
-    before = judged(base, OLD)
+    base, base_seconds = the_base(setting, "--reuse-base" in sys.argv)
+    base_size = size(exported(setting, base, "base"))
+    before = judged(setting, base, "old")
+    span = f"{len(setting.old)}+{len(setting.new)}"
     lines = [
         "| mode | old acc | old FID ratio | old diversity | new acc | new FID ratio | "
         "new diversity | time ÷ base | file (MB) | ÷ base file |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| base (0–7), before | {before['conditional_accuracy']:.1%} | "
+        f"| base ({len(setting.old)} classes), before | {before['conditional_accuracy']:.1%} | "
         f"{before['fid_ratio']:.2f} | {before['diversity']:.2f} | — | — | — | 1 "
         f"({base_seconds:.0f} s) | {base_size / 1e6:.1f} | 1 |",
     ]
     for mode in modes:
-        overrides = [f"data.classes={names(NEW)}", f"init_from={base}", *MODES[mode], *extra]
-        ckpt, seconds = trained(mode, overrides, "quickstart_extend")
-        old, new = judged(ckpt, OLD), judged(ckpt, NEW)
-        file_size = size(exported(ckpt, mode))
+        overrides = [f"data.classes={names(setting.new)}", f"init_from={base}", *MODES[mode],
+                     *extra]  # fmt: skip
+        ckpt, seconds = trained(setting, mode, overrides, setting.extension)
+        old, new = judged(setting, ckpt, "old"), judged(setting, ckpt, "new")
+        file_size = size(exported(setting, ckpt, mode))
         lines.append(
             f"| {mode} | {old['conditional_accuracy']:.1%} | {old['fid_ratio']:.2f} | "
             f"{old['diversity']:.2f} | {new['conditional_accuracy']:.1%} | "
@@ -136,17 +181,16 @@ def main() -> None:
             f"({seconds:.0f} s) | {file_size / 1e6:.2f} | {file_size / base_size:.3f} |"
         )
     record(
-        "Extending a model: digits 0–7 (the quickstart), then 8 and 9 added by each mode",
+        f"Extending a model: {dataset} {span}, the last {len(setting.new)} classes added by "
+        "each mode",
         "\n".join(lines),
-        "The base: the quickstart on 0–7 (60 epochs); each extension: experiment="
-        "quickstart_extend (40 epochs, lr 2e-3, LoRA 5e-3, 10 warm-up steps; replay fraction "
-        "0.5, 32 images per old class drawn with DDPM 50, distilled but in the plain modes; "
-        "replay=data distils too), init_from the base, data.classes="
-        f"[eight,nine]{', ' + ' '.join(extra) if extra else ''}. The evaluate CLI's "
-        "defaults (DDPM 100, each model's guidance), 50 images per class, classes=[...] (the "
-        "judge knows all ten digits); FID ratio ÷ real-vs-real of the same classes. Time: the "
-        "whole training run, its replay images drawn included. File: the export (an adapter "
-        "folder for LoRA).",
+        f"The base: {setting.recipe}; replay fraction 0.5, 32 images per old class drawn with "
+        "DDPM 50, distilled but in the plain modes; replay=data distils too), init_from the "
+        f"base, data.classes={names(setting.new)}{', ' + ' '.join(extra) if extra else ''}. "
+        "The evaluate CLI's defaults (DDPM 100, each model's guidance), 50 images per class, "
+        "classes=[...] (the judge knows all the classes); FID ratio ÷ real-vs-real of the same "
+        "classes. Time: the whole training run, its replay images drawn included. File: the "
+        "export (an adapter folder for LoRA).",
     )
 
 
