@@ -319,12 +319,15 @@ def test_evaluate_some_classes_of_a_model_of_some_classes(base, tmp_path):
     assert (base.parent / "eval-last-ddpm2-w1.5-only-one" / "eval.json").is_file()
 
 
-def test_the_extension_experiment_keeps_the_quickstart_model():
-    """experiment=quickstart_extend starts from a quickstart model: the same UNet, schedule, text
-    encoder and data size (else init_from refuses it), with the extension recipe."""
-    quick, extend = [compose_train([f"experiment={name}"]) for name in EXPERIMENTS]
+@pytest.mark.parametrize("experiments", [EXPERIMENTS, ["fashion_mnist", "fashion_mnist_extend"]])
+def test_the_extension_experiments_keep_their_base_model(experiments):
+    """experiment=quickstart_extend starts from a quickstart model, fashion_mnist_extend from a
+    fashion_mnist one: the same UNet, schedule, text encoder and data size (else init_from
+    refuses it), with the extension recipe: a short warm-up, fewer epochs, distilled replay."""
+    base, extend = [compose_train([f"experiment={name}"]) for name in experiments]
     for group in ("model", "schedule", "text_encoder"):
-        assert quick[group] == extend[group], group
-    assert quick.data.image_size == extend.data.image_size
-    assert extend.optimizer.lr < quick.optimizer.lr and extend.lr_scheduler.warmup_steps == 10
-    assert extend.trainer.max_epochs < quick.trainer.max_epochs
+        assert base[group] == extend[group], group
+    assert base.data.image_size == extend.data.image_size
+    assert extend.optimizer.lr == base.optimizer.lr and extend.lr_scheduler.warmup_steps == 10
+    assert extend.trainer.max_epochs < base.trainer.max_epochs
+    assert extend.replay.mode == "generated" and extend.replay.distill

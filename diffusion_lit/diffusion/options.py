@@ -21,7 +21,7 @@ class SamplingOptions:
 
     sampler: str = "ddpm"  # ddpm | ddim | dpmpp_2m | dpmpp_2m_sde
     steps: int | None = 100  # timesteps visited (of T, checked once T is known); None: all T
-    timestep_spacing: str = "linspace"  # linspace | leading | trailing (trailing for 1–4 steps)
+    timestep_spacing: str = "linspace"  # linspace | leading | trailing (for 1–4 steps) | quadratic
     eta: float = 0.0  # ddim only: 0 deterministic, 1 is ddpm's noise
     # None: the model's own (what its training config or export chose; see Guidance)
     guidance_scale: float | None = None  # 0: unconditional, 1: conditional, > 1: guided

@@ -2,6 +2,7 @@
 metrics, the optimizer, and what a resumed run needs to carry on exactly."""
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import lightning as L
 import numpy as np
@@ -131,9 +132,10 @@ class DiffusionModule(L.LightningModule):
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t)
         text = self.caption_text(labels, rows[0] if rows else None, generator)
-        with kept_prompts(self.net) as keep:
+        distill = bool(replayed) and self.replay.teacher is not None
+        with kept_prompts(self.net) if distill else nullcontext([]) as keep:
             out = self.model.predict(x_t, t, text).float()
-        if replayed and self.replay.teacher is not None:
+        if distill:
             target = self.replay.taught(target, x_t, t, text, keep[0] if keep else None, replayed)
         per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(1)
         loss = (
