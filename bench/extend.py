@@ -1,12 +1,11 @@
 """Extending a trained model without forgetting (README: Extending a model). A base model trained on
 some of the classes (digits 0–7, or Fashion-MNIST's first 8), then the rest (8 and 9, or bag and
-ankle boot) added by each mode — every weight with
-generated replay (the base's predictions distilled on its samples, or plain: the drawn noise as
-their targets), with the old classes' real images, with no replay, and LoRA adapters with generated
-replay (distilled or plain) — each judged by the evaluation on the old classes (before: the base;
-after: the extension) and on the new ones: accuracy, FID ÷ real-vs-real and diversity; the
-extension's wall time (its replay images drawn included) as a fraction of the base's training; the
-files.
+ankle boot) added by each mode — every weight with generated replay (the base's predictions
+distilled on its samples, or plain: the drawn noise as their targets), with the old classes' real
+images, with no replay, and LoRA adapters with generated replay (distilled or plain) — each judged
+by the evaluation on the old classes (before: the base; after: the extension) and on the new ones:
+accuracy, FID ÷ real-vs-real and diversity; the extension's wall time (its replay images drawn
+included) as a fraction of the base's training; the files.
 
     python bench/extend.py [--modes full-generated,full-generated-plain,full-data,...]
                            [--dataset digits|fashion_mnist] [--reuse-base] [--smoke]
@@ -34,12 +33,13 @@ from diffusion_lit.train import train
 
 @dataclass
 class Setting:
-    """One dataset's table: the base's classes and those added, the experiments that train the
-    base and the extensions, the judge's data config, overrides for every run (training and
-    judging) and the recipe's words for the notes."""
+    """One dataset's table: the base's classes and those added, how the table names the base's,
+    the experiments that train the base and the extensions, the judge's data config, overrides
+    for every run (training and judging) and the recipe's words for the notes."""
 
     old: list[str]
     new: list[str]
+    span: str  # the base's classes, in the table
     base: str
     extension: str
     data: str
@@ -50,13 +50,13 @@ class Setting:
 FASHION = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker"]
 SETTINGS = {
     "digits": Setting(
-        ["zero", "one", "two", "three", "four", "five", "six", "seven"], ["eight", "nine"],
+        ["zero", "one", "two", "three", "four", "five", "six", "seven"], ["eight", "nine"], "0–7",
         "quickstart", "quickstart_extend", "digits", [],
         "the quickstart on 0–7 (60 epochs); each extension: experiment=quickstart_extend (40 "
         "epochs, lr 2e-3, LoRA 5e-3, 10 warm-up steps",
     ),
     "fashion_mnist": Setting(
-        FASHION, ["bag", "ankle boot"], "fashion_mnist", "fashion_mnist_extend",
+        FASHION, ["bag", "ankle boot"], "first 8", "fashion_mnist", "fashion_mnist_extend",
         "fashion_mnist", ["data.download=false"],  # offline: `make fashion-mnist` first
         "experiment=fashion_mnist on its first 8 classes (10 epochs); each extension: "
         "experiment=fashion_mnist_extend (8 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps",
@@ -164,7 +164,7 @@ def main() -> None:
         "| mode | old acc | old FID ratio | old diversity | new acc | new FID ratio | "
         "new diversity | time ÷ base | file (MB) | ÷ base file |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| base ({len(setting.old)} classes), before | {before['conditional_accuracy']:.1%} | "
+        f"| base ({setting.span}), before | {before['conditional_accuracy']:.1%} | "
         f"{before['fid_ratio']:.2f} | {before['diversity']:.2f} | — | — | — | 1 "
         f"({base_seconds:.0f} s) | {base_size / 1e6:.1f} | 1 |",
     ]

@@ -31,8 +31,9 @@ ARGS = [a for i, a in enumerate(sys.argv[1:], 1) if a != "--smoke" and a not in 
 # the reference (DDPM 1000), the default before the fast samplers (DDPM 100), then each
 # candidate at 10-25 steps
 CANDIDATES = ("dpmpp_2m_sde", "ddpm", "dpmpp_2m", "ddim")
-SAMPLERS = [("ddpm", 1000), ("ddpm", 100)] + [(s, k) for s in CANDIDATES for k in (25, 20, 15, 10)]
-SAMPLERS = [(s, k, "linspace") for s, k in SAMPLERS]
+SAMPLERS = [("ddpm", 1000, "linspace"), ("ddpm", 100, "linspace")] + [
+    (s, k, "linspace") for s in CANDIDATES for k in (25, 20, 15, 10)
+]
 GUIDANCE = [0.0, 1.0, 1.5, 2.0, 3.0, 5.0]
 INTERVALS = "1.5@0-1,2@0-1,3@0.2-1,3@0.3-1,3@0.4-1,5@0.4-1"  # guidance @ start-stop
 if SMOKE:

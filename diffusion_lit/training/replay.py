@@ -30,6 +30,10 @@ class Replay:
     fraction: float
     teacher: DiffusionModel | None = None
 
+    def __post_init__(self):
+        if self.teacher is not None:  # frozen once here, not on every step
+            self.teacher.net.eval().requires_grad_(False)
+
     def extra(self, batch_size: int) -> int:
         """How many replayed images a batch of ``batch_size`` new ones gets."""
         return round(batch_size * self.fraction / (1 - self.fraction))
@@ -71,7 +75,6 @@ class Replay:
         if n == 0:
             return target
         teacher = self.teacher.to(x_t.device)
-        teacher.net.eval().requires_grad_(False)
         seen = text.last(n, None if keep is None else keep[-n:])
         taught = teacher.predict(x_t[-n:], t[-n:], seen)
         return torch.cat([target[:-n], taught.to(target.dtype)])
