@@ -26,6 +26,7 @@ from pathlib import Path
 from common import OUT, SMOKE, config, record
 from omegaconf import open_dict
 
+from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.export import export
 from diffusion_lit.train import train
@@ -53,13 +54,15 @@ SETTINGS = {
         ["zero", "one", "two", "three", "four", "five", "six", "seven"], ["eight", "nine"], "0–7",
         "quickstart", "quickstart_extend", "digits", [],
         "the quickstart on 0–7 (60 epochs); each extension: experiment=quickstart_extend (40 "
-        "epochs, lr 2e-3, LoRA 5e-3, 10 warm-up steps",
+        "epochs, lr 2e-3, LoRA 5e-3, 10 warm-up steps; replay fraction 0.5, 32 images per old "
+        "class",
     ),
     "fashion_mnist": Setting(
         FASHION, ["bag", "ankle boot"], "first 8", "fashion_mnist", "fashion_mnist_extend",
         "fashion_mnist", ["data.download=false"],  # offline: `make fashion-mnist` first
         "experiment=fashion_mnist on its first 8 classes (10 epochs); each extension: "
-        "experiment=fashion_mnist_extend (8 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps",
+        "experiment=fashion_mnist_extend (4 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps; replay "
+        "fraction 0.5, 64 images per old class",
     ),
 }  # fmt: skip
 MODES = {
@@ -180,14 +183,17 @@ def main() -> None:
             f"{new['fid_ratio']:.2f} | {new['diversity']:.2f} | {seconds / base_seconds:.2f} "
             f"({seconds:.0f} s) | {file_size / 1e6:.2f} | {file_size / base_size:.3f} |"
         )
+    options = SamplingOptions()
+    eta = "" if options.noise_level is None else f", η = {options.noise_level:g}"
+    defaults = f"{options.sampler} {options.steps} steps{eta}"
     record(
         f"Extending a model: {dataset} {span}, the last {len(setting.new)} classes added by "
         "each mode",
         "\n".join(lines),
-        f"The base: {setting.recipe}; replay fraction 0.5, 32 images per old class drawn with "
-        "DDPM 50, distilled but in the plain modes; replay=data distils too), init_from the "
-        f"base, data.classes={names(setting.new)}{', ' + ' '.join(extra) if extra else ''}. "
-        "The evaluate CLI's defaults (DDPM 100, each model's guidance), 50 images per class, "
+        f"The base: {setting.recipe} drawn with {defaults}, distilled but in the plain modes; "
+        "replay=data distils too), init_from the base, data.classes="
+        f"{names(setting.new)}{', ' + ' '.join(extra) if extra else ''}. The evaluate CLI's "
+        f"defaults ({defaults}, each model's guidance), 50 images per class, "
         "classes=[...] (the judge knows all the classes); FID ratio ÷ real-vs-real of the same "
         "classes. Time: the whole training run, its replay images drawn included. File: the "
         "export (an adapter folder for LoRA).",

@@ -120,7 +120,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "checkpoint": str(cfg.ckpt_path),
         **({"classes": chosen} if chosen != classes else {}),
         "sampler": options.sampler, "steps": options.steps,
-        "timestep_spacing": options.timestep_spacing, "eta": options.eta,
+        "timestep_spacing": options.spacing, "eta": options.noise_level,
         # not "precision": that is the samples' precision (with recall) below
         "sampling_precision": for_sampling(options.precision, pipe.model.device.type),
         **out.guidance.to_dict(),

@@ -40,9 +40,22 @@ def test_sampling_bench_smoke(trained_run):
     run_dir, _, _ = trained_run
     out = run_bench("sampling.py", str(run_dir / "checkpoints" / "last.ckpt"), "data.image_size=8")
     # samplers, guidance scales, guidance scales in intervals, precisions
-    for first in ["ddpm 4", "ddim 2", "dpmpp_2m 2", "1", "3", "1 on [0, 1]", "3 on [0.4, 1]",
+    for first in ["ddpm 4", "ddim 2", "dpmpp_2m 2", "dpmpp_2m_sde 3 high_noise η=1.5",
+                  "dpmpp_2m_sde 3 quadratic η=1", "1", "3", "1 on [0, 1]", "3 on [0.4, 1]",
                   "32", "bf16-mixed"]:  # fmt: skip
         assert f"| {first} |" in out
+
+
+@pytest.mark.slow
+def test_step_grids_bench_smoke(trained_run):
+    run_dir, _, _ = trained_run
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    out = run_bench("step_grids.py", ckpt, "data.image_size=8")
+    for row in ["| 0 | DDPM 8 |", "| 0 | dpmpp_2m_sde 4 η = 1.5, high_noise |",
+                "| 0 | DDPM, 8-step density on [0.2, 0.4) of the way, 4 elsewhere |",
+                "| 0 | dpmpp_2m_sde 4 η = 1 + corrector |",
+                "| dpmpp_2m_sde 4 η = 1.5 | "]:  # fmt: skip
+        assert row in out
 
 
 @pytest.mark.slow

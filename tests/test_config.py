@@ -153,7 +153,8 @@ def test_unknown_option_is_refused():
 
 
 def test_the_sampling_defaults_agree_everywhere(tmp_path):
-    """DDPM, 100 steps (chosen in bench/sampling.py) and the model's own guidance (null/None:
+    """DPM-Solver++(2M) SDE, 25 steps at its η = 1.5 (chosen in bench/step_grids.py and
+    bench/sampling.py) and the model's own guidance (null/None:
     its spec's guidance, 1.5 over the whole denoising unless its training chose other), from one
     owner: the sample and evaluate CLIs and the training grids get SamplingOptions' fields."""
     import dataclasses
@@ -171,10 +172,7 @@ def test_the_sampling_defaults_agree_everywhere(tmp_path):
     for source in [*clis, cfg.callbacks.sample_grid]:
         assert {k: source[k] for k in defaults} == defaults
         assert SamplingOptions.from_config(source) == SamplingOptions()
-    assert (defaults["sampler"], defaults["steps"], defaults["guidance_scale"]) == (
-        "ddpm",
-        100,
-        None,
-    )
+    assert (defaults["sampler"], defaults["steps"], defaults["eta"]) == ("dpmpp_2m_sde", 25, None)
+    assert SamplingOptions().noise_level == 1.5 and defaults["guidance_scale"] is None
     assert defaults["guidance_interval"] is None
     assert own_guidance(cfg) == Guidance() == Guidance(1.5, (0, 1))

@@ -186,7 +186,9 @@ def test_evaluate_trains_the_judge_it_lacks(trained_run, tmp_path, caplog):
     assert "Training the judge classifier" in caplog.text
     assert (tmp_path / "Digits_8px_1ch_v2.safetensors").is_file()
     # the folder and eval.json name what was sampled: the model's own guidance, bf16
-    saved = json.loads((ckpt.parent / "eval-last-ddpm2-w1.5-bf16" / "eval.json").read_text())
+    folder = ckpt.parent / "eval-last-dpmpp_2m_sde2-w1.5-bf16"  # its own grid and η: not named
+    saved = json.loads((folder / "eval.json").read_text())
+    assert (saved["timestep_spacing"], saved["eta"]) == ("high_noise", 1.5)
     assert saved["sampling_precision"] == "bf16-mixed"
     assert (saved["guidance_scale"], saved["guidance_interval"]) == (1.5, [0, 1])
     assert 0 <= saved["precision"] <= 1 and saved["precision"] == result["precision"]

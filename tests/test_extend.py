@@ -316,7 +316,7 @@ def test_evaluate_some_classes_of_a_model_of_some_classes(base, tmp_path):
         cfg = compose("evaluate", overrides=overrides)
     result = evaluate(cfg)  # a model of zero and one, judged among all ten digits
     assert result["classes"] == ["one"] and set(result["per_class_accuracy"]) == {"one"}
-    assert (base.parent / "eval-last-ddpm2-w1.5-only-one" / "eval.json").is_file()
+    assert (base.parent / "eval-last-dpmpp_2m_sde2-w1.5-only-one" / "eval.json").is_file()
 
 
 @pytest.mark.parametrize("experiments", [EXPERIMENTS, ["fashion_mnist", "fashion_mnist_extend"]])

@@ -159,8 +159,9 @@ def test_format1_files_still_load_and_sample_as_before(form):
     it sampled in 32-bit)."""
     before = load_file(FORMAT1 / "samples.safetensors")["images"]
     pipe = TextToImage.from_checkpoint(FORMAT1 / form, device="cpu")
-    images = pipe(None, num_images=2, steps=5, guidance_scale=3.0, seed=0, progress=False,
-                  precision="32").images  # fmt: skip
+    # DDPM: the default sampler then
+    images = pipe(None, num_images=2, sampler="ddpm", steps=5, guidance_scale=3.0, seed=0,
+                  progress=False, precision="32").images  # fmt: skip
     torch.testing.assert_close(images, before, atol=1e-5, rtol=0)
     assert pipe.model.net._compiled_call_impl is None
 
@@ -208,5 +209,6 @@ def test_format2_files_written_before_the_layout_change_sample_the_same_pixels(f
         torch.testing.assert_close(images, before[f"{form}-{sampler}"], atol=ATOL, rtol=0)
     if form == "model.ckpt":
         raw = TextToImage.from_checkpoint(FORMAT2 / form, device="cpu", use_ema=False)
-        images = raw(None, num_images=1, steps=5, seed=1, progress=False, precision="32").images
+        images = raw(None, num_images=1, sampler="ddpm", steps=5, seed=1, progress=False,
+                     precision="32").images  # fmt: skip
         torch.testing.assert_close(images, before["raw-ddpm"], atol=ATOL, rtol=0)

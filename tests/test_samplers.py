@@ -5,9 +5,10 @@ it must give back μ and s. No network is involved, so this checks the sampler m
 import pytest
 import torch
 
+from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.samplers import dpmpp_2m_sde_sample, run_sampler, spaced_timesteps
 from diffusion_lit.diffusion.schedule import NoiseSchedule
-from diffusion_lit.errors import UserError
+from diffusion_lit.errors import BadValue, UserError
 
 MU, S = 0.3, 0.5
 SCHEDULE = NoiseSchedule(1000)
@@ -18,7 +19,7 @@ def optimal_eps(x, t):
     return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
 
 
-def sample(name, steps, eta=0.0, seed=0, n=20000, spacing="linspace"):
+def sample(name, steps, eta=None, seed=0, n=20000, spacing="linspace"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, generator=g)
     # no clipping to [-1, 1]: it would cut the Gaussian's tails
@@ -30,15 +31,19 @@ def sample(name, steps, eta=0.0, seed=0, n=20000, spacing="linspace"):
 # step across the low-noise end is long); second-order DPM-Solver++ needs the fewest, its SDE
 # form (fresh noise every step) a few more.
 CASES = [
-    ("ddpm", 1000, 0.0, 0.02),
+    ("ddpm", 1000, None, 0.02),
     ("ddim", 1000, 1.0, 0.02),
     ("ddim", 1000, 0.0, 0.02),
-    ("ddpm", 250, 0.0, 0.04),
+    ("ddpm", 250, None, 0.04),
     ("ddim", 100, 0.0, 0.04),
-    ("dpmpp_2m", 50, 0.0, 0.02),
-    ("dpmpp_2m", 20, 0.0, 0.05),
-    ("dpmpp_2m_sde", 50, 0.0, 0.05),  # measured +3.8 % (DDPM at 50: −11 %)
-    ("dpmpp_2m_sde", 20, 0.0, 0.05),  # −4.4 % (DDPM at 20: −23 %)
+    ("dpmpp_2m", 50, None, 0.02),
+    ("dpmpp_2m", 20, None, 0.05),
+    ("dpmpp_2m_sde", 50, 1.0, 0.05),  # measured +3.8 % (DDPM at 50: −11 %)
+    ("dpmpp_2m_sde", 20, 1.0, 0.05),  # −4.4 % (DDPM at 20: −23 %)
+    ("dpmpp_2m_sde", 50, None, 0.06),  # η = 1.5, its default: +5.2 %
+    ("dpmpp_2m_sde", 25, None, 0.03),  # +1.2 %
+    ("dpmpp_2m_sde", 20, None, 0.05),  # −4.0 %
+    ("dpmpp_2m_sde", 25, 3.0, 0.05),  # the most it takes: +2.9 %
 ]
 
 
@@ -50,12 +55,18 @@ def test_sampler_recovers_the_gaussian(name, steps, eta, rel):
 
 
 # measured spread error at 20 steps, quadratic (linspace): DDPM −15.9 % (−22.6 %), DPM-Solver++
-# 2M +2.5 % (−4.3 %), its SDE +5.9 % (−4.5 %)
+# 2M +2.5 % (−4.3 %), its SDE at η = 1 +5.9 % (−4.5 %), at η = 1.5 +8.1 % (−4.0 %); at 25
+# steps, high_noise (long steps at low noise, where this test's errors arise): DDPM −23.7 %,
+# DPM-Solver++ 2M −6.5 %, its SDE −6.5 % at either η
 @pytest.mark.parametrize(
-    ("name", "rel"), [("ddpm", 0.17), ("dpmpp_2m", 0.03), ("dpmpp_2m_sde", 0.07)]
-)
-def test_the_quadratic_grid_recovers_the_gaussian_at_20_steps(name, rel):
-    x = sample(name, 20, spacing="quadratic")
+    ("name", "eta", "spacing", "steps", "rel"),
+    [("ddpm", None, "quadratic", 20, 0.17), ("dpmpp_2m", None, "quadratic", 20, 0.03),
+     ("dpmpp_2m_sde", 1.0, "quadratic", 20, 0.07), ("dpmpp_2m_sde", None, "quadratic", 20, 0.09),
+     ("ddpm", None, "high_noise", 25, 0.25), ("dpmpp_2m", None, "high_noise", 25, 0.07),
+     ("dpmpp_2m_sde", None, "high_noise", 25, 0.07)],
+)  # fmt: skip
+def test_the_other_grids_recover_the_gaussian(name, eta, spacing, steps, rel):
+    x = sample(name, steps, eta, spacing=spacing)
     assert x.mean().item() == pytest.approx(MU, abs=0.015)
     assert x.std().item() == pytest.approx(S, rel=rel)
 
@@ -73,7 +84,8 @@ def test_the_first_order_sde_step_is_ddpm():
     taus = spaced_timesteps(1000, 2)
     x = torch.randn(500, 1, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(5)
-    sde = dpmpp_2m_sde_sample(optimal_eps, SCHEDULE, x, taus, g, progress=False, clip_x0=False)
+    sde = dpmpp_2m_sde_sample(optimal_eps, SCHEDULE, x, taus, g, progress=False, clip_x0=False,
+                              eta=1.0)  # fmt: skip
     ddpm = run_sampler("ddpm", optimal_eps, SCHEDULE, x, 2, torch.Generator().manual_seed(5),
                        progress=False, clip_x0=False)  # fmt: skip
     torch.testing.assert_close(sde, ddpm, atol=1e-5, rtol=1e-5)
@@ -85,14 +97,44 @@ def test_the_multistep_solvers_keep_no_history_across_a_change_of_guidance():
     first order, so the SDE walk is DDPM's; with one piece it is the usual second-order walk."""
     x = torch.randn(500, 1, generator=torch.Generator().manual_seed(4))
 
-    def walk(name, piece=None):
+    def walk(name, piece=None):  # the SDE at η = 1, whose first-order step is DDPM's
         return run_sampler(name, optimal_eps, SCHEDULE, x, 10, torch.Generator().manual_seed(5),
-                           progress=False, clip_x0=False, piece=piece)  # fmt: skip
+                           1.0, progress=False, clip_x0=False, spacing="linspace",
+                           piece=piece)  # fmt: skip
 
     ddpm, second_order = walk("ddpm"), walk("dpmpp_2m_sde")
     torch.testing.assert_close(walk("dpmpp_2m_sde", piece=lambda t: t), ddpm)
     torch.testing.assert_close(walk("dpmpp_2m_sde", piece=lambda t: 0), second_order)
     assert not torch.allclose(second_order, ddpm)
+
+
+def test_the_sde_at_eta_zero_is_the_ode_and_its_defaults_are_its_grid_and_eta():
+    x = torch.randn(500, 1, generator=torch.Generator().manual_seed(4))
+
+    def walk(name, eta, spacing="linspace"):
+        return run_sampler(name, optimal_eps, SCHEDULE, x, 10, torch.Generator().manual_seed(5),
+                           eta, progress=False, spacing=spacing)  # fmt: skip
+
+    torch.testing.assert_close(walk("dpmpp_2m_sde", 0.0), walk("dpmpp_2m", None))
+    torch.testing.assert_close(walk("dpmpp_2m_sde", None), walk("dpmpp_2m_sde", 1.5))
+    assert not torch.allclose(walk("dpmpp_2m_sde", 1.5), walk("dpmpp_2m_sde", 1.0))
+    # left open, DPM-Solver++(2M) SDE walks the high_noise grid; the others linspace
+    torch.testing.assert_close(walk("dpmpp_2m_sde", None, None), walk("dpmpp_2m_sde", 1.5,
+                                                                      "high_noise"))  # fmt: skip
+    torch.testing.assert_close(walk("ddpm", None, None), walk("ddpm", None))
+    assert SamplingOptions().spacing == "high_noise"
+    assert SamplingOptions(sampler="ddim").spacing == "linspace"
+    # more noise each step pulls each step harder to its x̂_0: the same Gaussian either way
+    assert sample("dpmpp_2m_sde", 25, 1.5).std().item() == pytest.approx(S, rel=0.03)
+
+
+def test_a_noise_level_beyond_the_samplers_range_is_refused_before_any_work():
+    assert SamplingOptions(sampler="dpmpp_2m_sde", eta=3).noise_level == 3.0
+    assert SamplingOptions(sampler="ddpm").noise_level is None
+    with pytest.raises(BadValue, match=r"eta=1\.5.* ≤ 1"):
+        SamplingOptions(sampler="ddim", eta=1.5)
+    with pytest.raises(BadValue, match=r"eta=4.* ≤ 3"):
+        SamplingOptions(eta=4)
 
 
 def test_deterministic_samplers_ignore_the_seed_after_the_start():
@@ -127,6 +169,9 @@ def test_spaced_timesteps():
     assert quadratic[:4].tolist() == [0, 2, 7, 16] and quadratic[-1] == 999  # (i/24)² · 999
     assert (quadratic.diff().diff() >= -1).all()  # ever longer steps towards the noise
     assert spaced_timesteps(1000, 100, "quadratic").unique().numel() == 98  # each t once
+    high = spaced_timesteps(1000, 25, "high_noise")  # (1 − (1 − i/24)^1.5) · 999
+    assert high[:3].tolist() == [0, 62, 122] and high[-3:].tolist() == [975, 991, 999]
+    assert (high.diff().diff() <= 1).all()  # ever shorter steps towards the noise
     with pytest.raises(UserError, match="timestep_spacing='middle'"):
         spaced_timesteps(1000, 10, "middle")
 

@@ -147,7 +147,7 @@ class DiffusionModel:
 
         x = run_sampler(
             options.sampler, noise, self.schedule, x, options.steps, generator, options.eta,
-            progress, spacing=options.timestep_spacing, callback=callback,
+            progress, spacing=options.spacing, callback=callback,
             piece=lambda t: guidance.guides(t, self.schedule.timesteps),
         )  # fmt: skip
         first_bad = torch.where(

@@ -2,6 +2,7 @@
 grid of training timesteps (:func:`spaced_timesteps`) from the noisiest down to the clean image."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -11,7 +12,9 @@ from diffusion_lit.errors import UserError
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
-SPACINGS = ("linspace", "leading", "trailing", "quadratic")
+# the high_noise grid's exponent: 1 is linspace; bench/step_grids.py compared 1.5 and 2
+HIGH_NOISE_POWER = 1.5
+SPACINGS = ("linspace", "leading", "trailing", "quadratic", "high_noise")
 
 
 def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> torch.Tensor:
@@ -22,9 +25,12 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
     always at T − 1, where the starting noise is (which makes even one step meaningful).
     ``quadratic``: DDIM's other grid (Song et al. 2021, App. D.2), (i/(steps − 1))² (T − 1)
     rounded, from 0 to T − 1: short steps where the noise is low, long ones where it is high
-    (a timestep two of them round to is visited once). Hand-written: diffusers has no such
-    spacing, and its Karras σ (``use_karras_sigmas``) spends most steps at t > 0.98 T on the
-    cosine schedule, whose σ at T − 1 is 2·10⁴."""
+    (a timestep two of them round to is visited once). ``high_noise``: the other way round,
+    (1 − (1 − i/(steps − 1))^1.5) (T − 1): short steps where the noise is high, where an
+    ε-predicting network's x̂_0 is least accurate and a few long stochastic steps carry its
+    errors into the image (bench/RESULTS.md, where the steps matter). Hand-written: diffusers
+    has neither, and its Karras σ (``use_karras_sigmas``) spends most steps at t > 0.98 T on
+    the cosine schedule, whose σ at T − 1 is 2·10⁴."""
     if spacing not in SPACINGS:
         raise UserError(
             f"Unknown timestep_spacing={spacing!r}; choose one of {', '.join(SPACINGS)}."
@@ -39,6 +45,9 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
     elif spacing == "quadratic":
         ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
         taus = (ramp**2 * (timesteps - 1)).round().unique_consecutive()
+    elif spacing == "high_noise":
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+        taus = ((1 - (1 - ramp) ** HIGH_NOISE_POWER) * (timesteps - 1)).round().unique_consecutive()
     elif spacing == "leading":
         taus = torch.arange(steps, dtype=torch.float64) * (timesteps // steps)
     else:
@@ -130,21 +139,26 @@ def dpmpp_2m_sample(
 @torch.no_grad()
 def dpmpp_2m_sde_sample(
     eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None,
-    piece=None,
+    piece=None, eta=1.0,
 ):  # fmt: skip
-    """DPM-Solver++(2M) SDE (Lu et al. 2022, §5; diffusers' ``sde-dpmsolver++``, midpoint): the
-    same multistep D as :func:`dpmpp_2m_sample`, solving the reverse SDE instead of the ODE,
-    x_prev = (σ_prev/σ_t) e^(−h) x_t + α_prev (1 − e^(−2h)) D + σ_prev √(1 − e^(−2h)) z.
-    Its first-order step is exactly DDPM's ancestral step on the same grid; the fresh noise
-    each step is what keeps the network's errors at high noise from reaching the image
-    (bench/RESULTS.md, the sampler diagnosis). ``piece``: as for :func:`dpmpp_2m_sample`."""
+    """DPM-Solver++(2M) SDE (Lu et al. 2022, §5; diffusers' ``sde-dpmsolver++``, midpoint) with
+    a noise level η (k-diffusion's ``sample_dpmpp_2m_sde``): the same multistep D as
+    :func:`dpmpp_2m_sample`, with φ = 1 − e^(−(1+η)h),
+    x_prev = (σ_prev/σ_t) e^(−ηh) x_t + α_prev φ D + σ_prev √(1 − e^(−2ηh)) z.
+    η = 1 solves the reverse SDE (its first-order step is exactly DDPM's ancestral step on the
+    same grid); η = 0 is the ODE, :func:`dpmpp_2m_sample`; η > 1 adds more noise each step and
+    pulls each step harder to its x̂_0 (Karras et al. 2022's churn; SA-Solver's τ², Xue et al.
+    2023). The fresh noise is what keeps the network's errors at high noise from reaching the
+    image (bench/RESULTS.md, the sampler diagnosis); at 25 steps η = 1.5 draws like DDPM at 100
+    where η = 1 falls behind (bench/RESULTS.md, where the steps matter). ``piece``: as for
+    :func:`dpmpp_2m_sample`."""
     return _dpmpp_2m(
-        eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, sde=True, piece=piece
+        eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta=eta, piece=piece
     )
 
 
 def _dpmpp_2m(
-    eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, sde=False, piece=None
+    eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta=0.0, piece=None
 ):
     x0_last, h_last, piece_last = None, None, None
     for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
@@ -166,14 +180,9 @@ def _dpmpp_2m(
             r = h_last / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
         sigma_ratio = ((1 - a_prev) / (1 - a_t)).sqrt()
-        if sde:
-            x = (
-                sigma_ratio * (-h).exp() * x
-                - a_prev.sqrt() * torch.expm1(-2 * h) * d
-                + (1 - a_prev).sqrt() * (-torch.expm1(-2 * h)).sqrt() * _noise(x, generator)
-            )
-        else:
-            x = sigma_ratio * x - a_prev.sqrt() * torch.expm1(-h) * d
+        x = sigma_ratio * (-eta * h).exp() * x - a_prev.sqrt() * torch.expm1(-(1 + eta) * h) * d
+        if eta > 0:
+            x = x + (1 - a_prev).sqrt() * (-torch.expm1(-2 * eta * h)).sqrt() * _noise(x, generator)
         x0_last, h_last = x0, h
     return x
 
@@ -186,6 +195,39 @@ SAMPLERS = {
 }
 
 
+@dataclass(frozen=True)
+class SamplerDefaults:
+    """What a sampler draws with where the options leave it open: its timestep grid, its noise
+    level η (None: it has none) and the largest η it takes."""
+
+    spacing: str = "linspace"
+    eta: float | None = None
+    max_eta: float | None = None
+
+
+# DDIM's η is deterministic by default; DPM-Solver++(2M) SDE's grid and η are those that draw
+# at 25 steps as DDPM does at 100 on both bundled datasets (bench/RESULTS.md, where the steps
+# matter)
+DEFAULTS = {
+    "ddpm": SamplerDefaults(),
+    "ddim": SamplerDefaults(eta=0.0, max_eta=1.0),
+    "dpmpp_2m": SamplerDefaults(),
+    "dpmpp_2m_sde": SamplerDefaults("high_noise", eta=1.5, max_eta=3.0),
+}
+
+
+def noise_level(name: str, eta: float | None) -> float | None:
+    """The η sampler ``name`` draws with: ``eta``, or its default where None; None for a
+    sampler without one."""
+    default = DEFAULTS[name].eta
+    return None if default is None else default if eta is None else float(eta)
+
+
+def grid_of(name: str, spacing: str | None) -> str:
+    """The timestep spacing sampler ``name`` walks: ``spacing``, or its default where None."""
+    return DEFAULTS[name].spacing if spacing is None else spacing
+
+
 def run_sampler(
     name: str,
     eps_fn: NoisePredictor,
@@ -193,26 +235,32 @@ def run_sampler(
     x: torch.Tensor,
     steps: int | None = None,
     generator: torch.Generator | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     progress: bool = True,
     clip_x0: bool = True,
-    spacing: str = "linspace",
+    spacing: str | None = None,
     callback: StepCallback | None = None,
     piece: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m | dpmpp_2m_sde) from the noise
-    ``x`` over ``steps`` timesteps (all T by default) spaced by ``spacing``. ``eta`` is DDIM's
-    noise level; ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]. ``callback(done,
+    ``x`` over ``steps`` timesteps (all T by default) spaced by ``spacing``; ``eta``: the noise
+    level of DDIM and DPM-Solver++(2M) SDE (the others have none); None: the sampler's default
+    (:data:`DEFAULTS`). ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]. ``callback(done,
     total)`` runs after every step (as diffusers' ``callback_on_step_end``): to report
     progress, or to stop the sampling by raising. ``piece(t)``: which piece of a piecewise
     ``eps_fn`` timestep t is in, for the multistep samplers (see :func:`dpmpp_2m_sample`)."""
     if name not in SAMPLERS:
         raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
-    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps, spacing)
+    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps, grid_of(name, spacing))
+    eta = noise_level(name, eta)
     if name == "ddim":
         return ddim_sample(eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta)
-    if name in ("dpmpp_2m", "dpmpp_2m_sde"):
-        return SAMPLERS[name](
+    if name == "dpmpp_2m_sde":
+        return dpmpp_2m_sde_sample(
+            eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, piece, eta
+        )
+    if name == "dpmpp_2m":
+        return dpmpp_2m_sample(
             eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, piece
         )
     return SAMPLERS[name](eps_fn, schedule, x, taus, generator, progress, clip_x0, callback)

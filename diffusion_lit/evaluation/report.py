@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from diffusion_lit.diffusion.guidance import Guidance
+from diffusion_lit.diffusion.samplers import DEFAULTS, grid_of, noise_level
 from diffusion_lit.images import save_grid
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,14 @@ log = logging.getLogger(__name__)
 def settings_name(result: dict) -> str:
     """The evaluation folder's settings part, from what it sampled with (``result``: the
     model's guidance where the command left it null, ``auto`` precision resolved):
-    ``<sampler><steps>[-<spacing>]-w<scale>[-i<start>-<stop>][-a<attribute scale>][-bf16]
-    [-raw][-only-<classes>]``."""
-    spacing = "" if result["timestep_spacing"] == "linspace" else f"-{result['timestep_spacing']}"
+    ``<sampler><steps>[-<spacing>][-eta<η>]-w<scale>[-i<start>-<stop>][-a<attribute scale>]
+    [-bf16][-raw][-only-<classes>]`` (the spacing and η where they are not the sampler's
+    defaults)."""
+    sampler, spacing = result["sampler"], result["timestep_spacing"]
+    spacing = "" if spacing == grid_of(sampler, None) else f"-{spacing}"
+    eta = _eta(result)
+    if eta is not None and eta != noise_level(sampler, None):
+        spacing += f"-eta{eta:g}"
     start, stop = result["guidance_interval"]
     interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
     bf16 = "-bf16" if result["sampling_precision"] == "bf16-mixed" else ""
@@ -86,9 +92,16 @@ def attribute_rows(r: dict) -> list[str]:
     return rows
 
 
+def _eta(result: dict) -> float | None:
+    """The η a result's sampler drew with; None for a sampler without one (an eval.json written
+    before η had a default per sampler records DDIM's 0 for every sampler)."""
+    return result.get("eta") if DEFAULTS[result["sampler"]].eta is not None else None
+
+
 def report_table(r: dict) -> str:
+    eta = "" if _eta(r) is None else f" (η = {_eta(r):g})"
     return "\n".join([
-        f"{r['sampler']} {r['steps']} steps, {Guidance.from_dict(r)}, "
+        f"{r['sampler']} {r['steps']} steps{eta}, {Guidance.from_dict(r)}, "
         f"{'EMA' if r['use_ema'] else 'raw'} weights, {r['images_per_class']} images per class, "
         f"seed {r['seed']}",
         "",

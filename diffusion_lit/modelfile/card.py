@@ -21,8 +21,8 @@ def card_grid(
 ) -> str:
     """Writes the model card's picture to ``path``: the checkpoint's evaluation grid or the
     run's final sample grid when there is one (and not ``fresh``: the model is not the
-    checkpoint's alone), else a fresh grid (4 per class, ``steps`` DDPM steps); returns where
-    it came from."""
+    checkpoint's alone), else a fresh grid (4 per class, the sampling defaults with ``steps``
+    steps); returns where it came from."""
     run = RunDir.of_checkpoint(ckpt_path) if not fresh else None
     found = [d / "grid.png" for d in RunDir.evaluation_dirs(ckpt_path)] if not fresh else []
     found += [run.final_grid] if run else []
@@ -31,9 +31,9 @@ def card_grid(
     if existing:
         shutil.copyfile(existing[-1], path)
         return f"copied from `{existing[-1]}`"
-    options = SamplingOptions(sampler="ddpm", steps=steps, seed=0)
+    options = SamplingOptions(steps=steps, seed=0)
     save_grid(model.sample_classes(4, options), path)
-    return f"sampled at export: DDPM, {steps} steps, {model.guidance}, seed 0"
+    return f"sampled at export: {options.sampler}, {steps} steps, {model.guidance}, seed 0"
 
 
 def model_card(

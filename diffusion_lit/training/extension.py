@@ -62,7 +62,7 @@ def read_base(cfg: DictConfig) -> Base | None:
         if not (checks.finite(fraction) and 0 < fraction < 1):
             raise BadValue("replay.fraction", fraction, "a number > 0 and < 1", "0.5")
         checks.integer("replay.images_per_class", options.get("images_per_class"), 1, 100_000)
-        checks.integer("replay.steps", options.get("steps"), 1, 100_000)
+        checks.integer("replay.steps", options.get("steps"), 1, 100_000, optional=True)
         checks.flag("replay.distill", options.get("distill", False))
     given = checks.path("init_from", cfg.get("init_from"), optional=True)
     if given is None:
@@ -153,8 +153,9 @@ def replay_set(
                  ", ".join(classes))  # fmt: skip
         model = base.model.to("cuda" if gpu else "cpu")
         indices = [base.spec.class_names.index(c) for c in classes]
-        steps = min(cfg.replay.steps, model.schedule.timesteps)  # at most T
-        options = SamplingOptions(seed=cfg.seed, steps=steps)
+        options = SamplingOptions(seed=cfg.seed)  # the sample CLI's sampler
+        steps = min(cfg.replay.steps or options.steps, model.schedule.timesteps)  # at most T
+        options = options.replace(steps=steps)
         images, labels, rows = replay.generated(
             model, indices, datamodule.class_prompts, per_class, options
         )
