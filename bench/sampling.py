@@ -72,7 +72,8 @@ def judge(
     spacing: str | None = None, eta: float | None = None,
 ) -> dict:  # fmt: skip
     judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
-    name = f"{sampler}{steps}-{spacing}-eta{eta}-w{guidance:g}-i{interval[0]:g}-{interval[1]:g}"
+    grid, noise = grid_of(sampler, spacing), noise_level(sampler, eta)  # the defaults resolved
+    name = f"{sampler}{steps}-{grid}-eta{noise}-w{guidance:g}-i{interval[0]:g}-{interval[1]:g}"
     return evaluate(config([
         f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}", f"guidance_scale={guidance}",
         f"timestep_spacing={spacing or 'null'}", f"eta={'null' if eta is None else eta}",
