@@ -61,8 +61,8 @@ SETTINGS = {
         FASHION, ["bag", "ankle boot"], "first 8", "fashion_mnist", "fashion_mnist_extend",
         "fashion_mnist", ["data.download=false"],  # offline: `make fashion-mnist` first
         "experiment=fashion_mnist on its first 8 classes (10 epochs); each extension: "
-        "experiment=fashion_mnist_extend (4 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps; replay "
-        "fraction 0.5, 64 images per old class",
+        "experiment=fashion_mnist_extend (2 epochs, lr 1e-3, LoRA 5e-3, 10 warm-up steps; replay "
+        "fraction 0.8, 64 images per old class",
     ),
 }  # fmt: skip
 MODES = {

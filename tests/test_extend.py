@@ -331,3 +331,6 @@ def test_the_extension_experiments_keep_their_base_model(experiments):
     assert extend.optimizer.lr == base.optimizer.lr and extend.lr_scheduler.warmup_steps == 10
     assert extend.trainer.max_epochs < base.trainer.max_epochs
     assert extend.replay.mode == "generated" and extend.replay.distill
+    # the recipe's replay share holds for whichever replay is chosen
+    chosen = compose_train([f"experiment={experiments[1]}", "replay=data"]).replay
+    assert chosen.mode == "data" and chosen.fraction == extend.replay.fraction
