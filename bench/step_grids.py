@@ -51,12 +51,6 @@ def dense_on(T: int, start: float, stop: float) -> torch.Tensor:
     return torch.cat([coarse[~inside(coarse)], fine[inside(fine)]]).unique()
 
 
-def power_grid(T: int, steps: int, p: float) -> torch.Tensor:
-    """(1 − (1 − i/(steps − 1))^p) (T − 1): the high_noise grid with exponent p."""
-    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-    return ((1 - (1 - ramp) ** p) * (T - 1)).round().long().unique()
-
-
 def alpha_uniform(schedule, steps: int) -> torch.Tensor:
     """Timesteps evenly spaced in the signal scale α = √ᾱ, from 1 down to its value at T − 1."""
     alpha = schedule.alphas_cumprod.sqrt()
@@ -159,7 +153,7 @@ def main() -> None:
           for a, b, what in dense + [(0.0, 0.4, f"{FINE}-step density on [0, 0.4)")]],
         (f"dpmpp_2m_sde {COARSE} η = 1, quadratic", sde, grid(COARSE, "quadratic")),
         (f"dpmpp_2m_sde {COARSE} η = 1, high_noise with exponent 2", sde,
-         power_grid(T, COARSE, 2)),
+         samplers.high_noise_grid(T, COARSE, power=2).long()),
         (f"dpmpp_2m_sde {COARSE} η = 1, uniform in √ᾱ", sde, alpha_uniform(schedule, COARSE)),
         (f"dpmpp_2m_sde {COARSE} η = 1 + corrector", with_corrector(), grid(COARSE)),
         (f"dpmpp_2m_sde {COARSE} η = 1, high_noise + corrector", with_corrector(),

@@ -46,8 +46,7 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
         ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
         taus = (ramp**2 * (timesteps - 1)).round().unique_consecutive()
     elif spacing == "high_noise":
-        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-        taus = ((1 - (1 - ramp) ** HIGH_NOISE_POWER) * (timesteps - 1)).round().unique_consecutive()
+        taus = high_noise_grid(timesteps, steps)
     elif spacing == "leading":
         taus = torch.arange(steps, dtype=torch.float64) * (timesteps // steps)
     else:
@@ -60,6 +59,13 @@ def spaced_timesteps(timesteps: int, steps: int, spacing: str = "linspace") -> t
             "step starts at t=T-1)."
         )
     return taus.long()
+
+
+def high_noise_grid(timesteps: int, steps: int, power: float = HIGH_NOISE_POWER) -> torch.Tensor:
+    """(1 − (1 − i/(steps − 1))^power) (T − 1) rounded, ascending, each timestep once: the
+    ``high_noise`` spacing (``power`` 1 is linspace)."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    return ((1 - (1 - ramp) ** power) * (timesteps - 1)).round().unique_consecutive()
 
 
 def _walk(schedule: NoiseSchedule, x: torch.Tensor, taus: torch.Tensor, progress: bool, callback):
