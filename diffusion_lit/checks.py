@@ -90,7 +90,7 @@ def paths(key: str, x) -> list[Path]:
         return []
     items = [x] if isinstance(x, str) else _listed(x)
     if items is None or not all(isinstance(i, str) and i.strip() for i in items):
-        raise BadValue(key, x, "a list of paths", f"{key}='[outputs/a,outputs/b]'")
+        raise BadValue(key, x, "a list of paths", "'[outputs/a,outputs/b]'")
     return [Path(i) for i in items]
 
 
@@ -100,7 +100,7 @@ def reals(key: str, x, low: float, high: float) -> list[float] | None:
         return None
     items = [x] if finite(x) else _listed(x)
     if items is None or not all(finite(i) and low <= i <= high for i in items):
-        raise BadValue(key, x, f"a list of numbers from {low:g} to {high:g}", f"{key}=[1,0.5]")
+        raise BadValue(key, x, f"a list of numbers from {low:g} to {high:g}", "[1,0.5]")
     return [float(i) for i in items]
 
 

@@ -55,6 +55,11 @@ def export(cfg: DictConfig) -> Path:
     interval = checks.interval("guidance_interval", cfg.guidance_interval, optional=True)
     attribute = checks.real("attribute_scale", cfg.attribute_scale, 0, 100, optional=True)
     out_dir = checks.out_dir("out_dir", cfg.out_dir, optional=True)
+    if is_adapter(ckpt_path):
+        raise UserError(
+            f"{ckpt_path} is an adapter folder, not a model: pass the model it was made for as "
+            f"ckpt_path and adapters=[{ckpt_path}] to write the model they make."
+        )
     if ckpt_path.is_dir() and not adapters:
         raise UserError(
             f"{ckpt_path} is an export already: pass ckpt_path=<a .ckpt>, or adapters=[...] to "
@@ -94,7 +99,8 @@ def export(cfg: DictConfig) -> Path:
     else:
 
         def write_card(folder: Path) -> None:
-            grid = card_grid(model, ckpt_path, folder / "grid.png", grid_steps)
+            # merged with adapters, the model is not the checkpoint's: its picture is drawn anew
+            grid = card_grid(model, ckpt_path, folder / "grid.png", grid_steps, bool(adapters))
             (folder / "README.md").write_text(model_card(spec, model, ckpt_path, source, grid))
 
         write_export(out_dir, spec, model, {"source": source}, write_card, overwrite, ours)

@@ -1,14 +1,18 @@
+import io
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: tests run offline
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -72,6 +76,29 @@ def trained_run(tmp_path_factory):
     return run_dir, metrics, objects
 
 
+@pytest.fixture(scope="session")
+def base(tmp_path_factory) -> Path:
+    """A tiny model of the digits zero and one (its last checkpoint)."""
+    from diffusion_lit.train import train
+
+    run_dir = tmp_path_factory.mktemp("base") / "run"
+    train(compose_train([*TINY, "data.classes=[zero,one]"], run_dir))
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def lora_run(base, tmp_path_factory):
+    """LoRA adapters over ``base`` trained on the digit two, with generated replay: (its last
+    checkpoint, the training's objects)."""
+    from diffusion_lit.train import train
+
+    run_dir = tmp_path_factory.mktemp("lora") / "run"
+    overrides = [*TINY, "data.classes=[two]", f"init_from={base}", "finetune=lora",
+                 "finetune.rank=2", "replay.images_per_class=3"]  # fmt: skip
+    _, objects = train(compose_train(overrides, run_dir))
+    return run_dir / "checkpoints" / "last.ckpt", objects
+
+
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
     """Runs a command-line entry point in-process as the shell would: ``run(main, args)`` returns
@@ -92,6 +119,16 @@ def run_cli(monkeypatch, capsys):
     # Hydra points the root logger at this test's captured streams; later tests must not log to
     # them once they are closed
     logging.root.handlers[:], logging.root.level = handlers, level
+
+
+def png_claiming(path: Path, width: int, height: int) -> None:
+    """A small PNG whose header claims ``width`` × ``height`` pixels."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
 
 
 def assert_one_line(status: int, stderr: str, *fragments: str) -> None:

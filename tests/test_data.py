@@ -13,7 +13,7 @@ from diffusion_lit.data.datamodule import ImageDataModule, image_transform
 from diffusion_lit.errors import UserError
 from diffusion_lit.text.templates import class_prompts
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, png_claiming
 
 
 def write_image(path, color=(200, 30, 30), mode="RGB", size=(20, 16)):
@@ -66,12 +66,15 @@ def test_corrupt_image_is_skipped_with_a_warning_naming_it(flower_dir, caplog):
     good = write_image(flower_dir / "aster_1.jpg")
     truncated = flower_dir / "aster_2.jpg"
     truncated.write_bytes(good.read_bytes()[:200])
+    png_claiming(flower_dir / "aster_3.png", 30_000, 30_000)  # a decompression bomb
     ds = FlowerFolder(flower_dir)
     with caplog.at_level("WARNING"):
         image, label = ds[0]  # aster_0.jpg is unreadable: its neighbour aster_1.jpg comes back
         ds[2]
+        ds[3]
     assert label == ds.class_to_idx["aster"] and image.size == (20, 16)
-    assert "aster_0.jpg" in caplog.text and "aster_2.jpg" in caplog.text
+    assert all(f"aster_{i}." in caplog.text for i in (0, 2, 3))
+    assert "larger than a training image" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,8 @@ def test_generate_gives_the_sample_clis_images(page, client, tmp_path):
     got = pixels(images)
     assert got.shape == (6, 8, 8, 3)  # 8×8 images (grey, saved as RGB), three per prompt
     assert "6 images in" in info and Path(grid).is_file()
+    # what Gradio copies to serve lies in the page's own folder, not the system's temporary one
+    assert len(list((Path(cfg.out_dir) / ".gradio").rglob("*.png"))) >= 6
 
     again, *_ = generate(client, cfg.ckpt_path, *SETTINGS)
     np.testing.assert_array_equal(pixels(again), got)  # a seed gives the same images

@@ -63,24 +63,6 @@ def compose_export(overrides):
         return compose("export", overrides=overrides)
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A tiny model of the digits zero and one."""
-    run_dir = tmp_path_factory.mktemp("base") / "run"
-    train(compose_train([*TINY, "data.classes=[zero,one]"], run_dir))
-    return run_dir / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="module")
-def lora_run(base, tmp_path_factory):
-    """LoRA adapters over ``base`` trained on the digit two, with generated replay."""
-    run_dir = tmp_path_factory.mktemp("lora") / "run"
-    overrides = [*TINY, "data.classes=[two]", f"init_from={base}", "finetune=lora",
-                 "finetune.rank=2", "replay.images_per_class=3"]  # fmt: skip
-    _, objects = train(compose_train(overrides, run_dir))
-    return run_dir / "checkpoints" / "last.ckpt", objects
-
-
 def test_some_classes_by_name_in_the_order_given():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*TINY, "data.classes=[nine,two]"])

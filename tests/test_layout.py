@@ -13,7 +13,7 @@ PACKAGE = ROOT / "diffusion_lit"
 # lowest first; a part may import its own modules and any part of a lower layer
 LAYERS = [
     {"errors"},
-    {"checks", "images"},
+    {"checks", "files", "images"},
     {"models", "text"},
     {"diffusion", "data", "runs"},
     {"modelfile"},

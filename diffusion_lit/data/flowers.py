@@ -7,6 +7,8 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
+from diffusion_lit import files
+from diffusion_lit.data.image_files import load_rgb
 from diffusion_lit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,14 +26,13 @@ class FlowerFolder(Dataset):
 
     def __init__(self, root: str | Path, transform: Callable | None = None):
         self.root, self.transform = Path(root), transform
-        if not self.root.is_dir():
+        if not files.is_dir(self.root):
             raise UserError(
                 f"Image folder {self.root} does not exist: set data.root to a folder of "
                 "<class>_<index>.jpg files."
             )
-        self.files = sorted(
-            p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        found = (p for p in self.root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted(p for p in found if files.is_file(p, self.root))
         if not self.files:
             raise UserError(
                 f"No .jpg/.jpeg/.png images in {self.root}: set data.root to a folder of "
@@ -64,10 +65,9 @@ class FlowerFolder(Dataset):
     def _open(self, i: int) -> Image.Image | None:
         """File ``i`` as RGB, or None (with a warning naming it) when it cannot be decoded."""
         try:
-            with Image.open(self.files[i]) as img:
-                return img.convert("RGB")
-        except OSError as err:  # PIL's UnidentifiedImageError and truncated files
-            log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
+            return load_rgb(self.files[i], self.root)
+        except UserError as err:  # not an image, cut short, too large, a link out
+            log.warning("Skipping %s", err)
             return None
 
     def __getitem__(self, index: int):

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffusion_lit.errors import UserError, first_line
+from diffusion_lit.files import kind
 from diffusion_lit.modelfile.lineage import read_lineage
 from diffusion_lit.modelfile.safe_files import has_format, header_shapes, read_config, tensors
 from diffusion_lit.modelfile.spec import ModelSpec, read_adapter, read_attributes, read_classes
@@ -71,7 +72,7 @@ def read_adapter_folder(path: Path, base: ModelSpec) -> Adapter:
     """The adapter in ``path``, read as data and checked against the ``base`` model it is to
     be drawn over: its config within bounds, its weights' names and shapes (from the file's
     header) those of its layers on that base's UNet, every value finite."""
-    if not is_adapter(path):
+    if kind(path / CONFIG) is None or kind(path / WEIGHTS) is None:
         raise UserError(
             f"{path} is not a diffusion_lit adapter: it needs {CONFIG} and {WEIGHTS}; write one "
             "with python -m diffusion_lit.export ckpt_path=<a finetune=lora run's checkpoint>."

@@ -4,7 +4,7 @@ directory, where it has one) and a grid of its samples."""
 import shutil
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
 
 from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.model import DiffusionModel
@@ -174,5 +174,6 @@ def training_section(run_dir: RunDir | None, ckpt_path: Path) -> list[str]:
         ]
     if cfg is not None:
         lines += ["", "<details><summary>Training config</summary>", "", "```yaml"]
-        lines += [OmegaConf.to_yaml(cfg).rstrip(), "```", "", "</details>"]
+        text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True).rstrip()
+        lines += [text, "```", "", "</details>"]
     return [*lines, ""]

@@ -10,6 +10,7 @@ import torch
 
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError, first_line
+from diffusion_lit.files import kind
 from diffusion_lit.modelfile.spec import ModelSpec
 from diffusion_lit.modelfile.weights import (
     check_finite,
@@ -29,8 +30,11 @@ def existing(path: str | Path, key: str = "ckpt_path", hint: str = HINT) -> Path
     """``path``, refused in one line naming ``key`` when nothing is there: the one check that a
     model file given by a user exists, made first by every command that takes one."""
     path = Path(path)
-    if not path.exists():
+    found = kind(path)
+    if found is None:
         raise UserError(f"{key}={str(path)!r} does not exist: pass {hint}.")
+    if found not in ("file", "folder"):
+        raise UserError(f"{key}={str(path)!r} is a {found}, not a file or folder: pass {hint}.")
     return path
 
 
@@ -39,7 +43,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, ModelSpec]:
     checked model spec; fails with one line for a missing, empty, truncated, inflating or
     foreign file and for a spec that names anything outside this project's components."""
     path = existing(path)
-    if not path.is_file():
+    if kind(path) != "file":
         raise UserError(
             f"{path} is a folder, not a training checkpoint: pass <run dir>/checkpoints/last.ckpt."
         )

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.errors import UserError
+from diffusion_lit.files import kind
 from diffusion_lit.modelfile.safe_files import has_format, header_shapes, read_config, tensors
 from diffusion_lit.modelfile.spec import SPEC_VERSION, ModelSpec
 from diffusion_lit.modelfile.staging import write_folder
@@ -37,10 +38,17 @@ def write_export(
     """Writes the export of ``model`` (``extra``: more keys for its config), and what
     ``write_more(folder)`` adds to it (the model card), atomically into ``out_dir``: an
     existing one is replaced only with ``overwrite`` and when it is ``ours``
-    (:func:`~diffusion_lit.modelfile.staging.write_folder`)."""
+    (:func:`~diffusion_lit.modelfile.staging.write_folder`), and only by a folder that
+    :func:`read_export` reads back."""
 
     def write(folder: Path) -> None:
         _save(folder, spec, model, extra)
+        try:  # what its own loader refuses is never put in place
+            read_export(folder)
+        except UserError as err:
+            raise UserError(
+                f"The model to export to {out_dir} would not load ({err}); nothing was written."
+            ) from err
         if write_more is not None:
             write_more(folder)
 
@@ -68,7 +76,7 @@ def read_export(path: Path) -> tuple[ModelSpec, DiffusionModel]:
     the tensors' names and shapes checked against the spec from the files' headers before any
     tensor is read, then every value checked finite."""
     files = [path / name for name in (CONFIG, WEIGHTS, PROMPTS)]
-    if not all(f.is_file() for f in files):
+    if any(kind(f) is None for f in files):
         raise UserError(
             f"{path} is not a diffusion_lit export: it needs {', '.join(f.name for f in files)}; "
             "write one with python -m diffusion_lit.export ckpt_path=<ckpt> out_dir=<dir>."
@@ -78,7 +86,8 @@ def read_export(path: Path) -> tuple[ModelSpec, DiffusionModel]:
     data = config.get("spec") if config.get("version") != 1 else config.get("hyper_parameters")
     spec = ModelSpec.read(data, str(files[0]))
     check_net(expected_net(spec, str(files[0])), header_shapes(files[1], FIX), str(files[1]))
-    check_prompts(spec, header_shapes(files[2], FIX), str(files[2]))
+    found = header_shapes(files[2], FIX, {"mask": frozenset({"BOOL"})})
+    check_prompts(spec, found, str(files[2]))
     weights, prompts = tensors(files[1], FIX), tensors(files[2], FIX)
     check_finite(weights | prompts, str(path))
     model = spec.build(source=str(files[0]))

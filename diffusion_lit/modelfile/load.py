@@ -20,6 +20,11 @@ from diffusion_lit.models.lora import load_adapter, merge_lora
 from diffusion_lit.text.captions import CaptionTable, merged
 
 ADAPTER_HINT = "an adapter folder (python -m diffusion_lit.export of a finetune=lora run)"
+# adapters drawn at once, and their weights' sum of magnitudes: far above any useful blend,
+# low enough that no request multiplies the work or the weights without bound
+MAX_ADAPTERS, MAX_TOTAL_WEIGHT = 8, 10.0
+# the captions adapters add are encoded as they load (a text encoder's pass each): bounded
+MAX_ADAPTER_CAPTIONS = 1_024
 
 
 def load_model(
@@ -42,22 +47,49 @@ def load_model(
     if spec.adapter is not None:
         merge_lora(model.net)
         spec = replace(spec, adapter=None)
-    weights = check_adapter_weights(adapters, adapter_weights)
+    weights = check_adapters(adapters, adapter_weights)
     if adapters:
         spec = with_adapters(spec, model, path, adapters, weights)
     return spec, model
 
 
-def check_adapter_weights(adapters: list, weights: list[float] | None) -> list[float]:
-    """Each adapter's weight: those given (-10 to 10, one per adapter), or 1 each."""
-    weights = checks.reals("adapter_weights", weights, -10, 10)
+def check_adapters(adapters: list, weights: list[float] | None) -> list[float]:
+    """Each adapter's weight: those given (one per adapter, their magnitudes summing to at
+    most :data:`MAX_TOTAL_WEIGHT`), or 1 each; at most :data:`MAX_ADAPTERS` adapters, each
+    once."""
+    if len(adapters) > MAX_ADAPTERS:
+        raise UserError(
+            f"{len(adapters)} adapters at once is more than {MAX_ADAPTERS}: pass fewer, or "
+            "export a merged model (python -m diffusion_lit.export adapters=[...]) and add more "
+            "over it."
+        )
+    folders = [_resolved(a) for a in adapters]
+    twice = next((a for a, f in zip(adapters, folders, strict=True) if folders.count(f) > 1), None)
+    if twice is not None:
+        raise UserError(
+            f"adapters lists {twice} more than once: list each adapter once, with the weight "
+            "you want in adapter_weights."
+        )
+    weights = checks.reals("adapter_weights", weights, -MAX_TOTAL_WEIGHT, MAX_TOTAL_WEIGHT)
     weights = [1.0] * len(adapters) if weights is None else weights
     if len(weights) != len(adapters):
         raise UserError(
             f"adapter_weights has {len(weights)} weights for {len(adapters)} adapters: give one "
             "per adapter, or none (each 1)."
         )
+    if sum(map(abs, weights)) > MAX_TOTAL_WEIGHT:
+        raise UserError(
+            f"adapter_weights {weights} add up to {sum(map(abs, weights)):g} in magnitude, more "
+            f"than {MAX_TOTAL_WEIGHT:g}: pass smaller weights."
+        )
     return weights
+
+
+def _resolved(path) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError, ValueError):
+        return str(path)
 
 
 def with_adapters(
@@ -75,14 +107,28 @@ def with_adapters(
                 f"({adapter.base_path}), and {path} is {own[:12]}: pass that model as "
                 "ckpt_path (with the same use_ema), or an adapter made for this one."
             )
+    names, table, _ = merged(
+        [(spec.class_names, _table(spec)), *((a.class_names, _table(a)) for a in found)]
+    )
+    new = {t for row in table.class_prompts for t in row} - set(model.prompts.index)
+    if len(new) > MAX_ADAPTER_CAPTIONS:
+        raise UserError(
+            f"{', '.join(map(str, adapters))} bring {len(new):,} captions {path} does not have, "
+            f"more than the {MAX_ADAPTER_CAPTIONS:,} encoded when adapters are loaded: export "
+            "the fine-tune merged (merge=true) and draw from that."
+        )
     for i, (adapter, weight) in enumerate(zip(found, weights, strict=True)):
         lora = adapter.lora
         load_adapter(model.net, adapter.state, lora["rank"], lora["alpha"], lora["modules"],
                      f"adapter{i}", weight)  # fmt: skip
     merge_lora(model.net)
-    names, table, _ = merged(
-        [(spec.class_names, _table(spec)), *((a.class_names, _table(a)) for a in found)]
-    )
+    bad = [k for k, v in model.net.state_dict().items() if not v.isfinite().all()]
+    if bad:  # finite adapter values whose products overflow
+        raise UserError(
+            f"{', '.join(map(str, adapters))} over {path} make non-finite weights ({len(bad)} "
+            f"tensors, e.g. {bad[0]}): an adapter is damaged or its weight too large; pass "
+            "another adapter or a smaller adapter_weights."
+        )
     model.prompts = model.prompts.extended(
         names, table.class_prompts, lambda prompts: spec.build_text_encoder().encode(prompts)
     )

@@ -45,6 +45,7 @@ from diffusion_lit.modelfile.lineage import read_lineage
 from diffusion_lit.models import SimpleUNet, TextGuidedUNet
 from diffusion_lit.models.lora import add_lora, target_modules
 from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
+from diffusion_lit.text.captions import MAX_CAPTION_CHARS, check_table
 
 SPEC_VERSION = 4
 READABLE = (1, 2, 3, 4)
@@ -204,7 +205,7 @@ def read_classes(names, prompts, source: str) -> tuple[list[str], list[list[str]
         isinstance(names, list)
         and isinstance(prompts, list)
         and len(names) == len(prompts) > 0
-        and all(isinstance(n, str) for n in names)
+        and all(isinstance(n, str) and len(n) <= MAX_CAPTION_CHARS for n in names)
         and all(isinstance(p, list) and p and all(isinstance(s, str) for s in p) for p in prompts)
         and len({len(p) for p in prompts}) == 1
     ):
@@ -213,6 +214,7 @@ def read_classes(names, prompts, source: str) -> tuple[list[str], list[list[str]
             "lists, one per class and as many for each; the file is damaged or not a "
             "diffusion_lit model."
         )
+    check_table(prompts, source)
     return names, prompts
 
 

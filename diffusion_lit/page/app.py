@@ -10,6 +10,7 @@
 Offline and private: analytics off, no share link, bound to 127.0.0.1, system fonts only.
 """
 
+import os
 import random
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def build_app(
     sample CLI's options are its defaults, ``limits`` bound each request, and ``concurrency``
     requests sample at once (the others wait their turn)."""
     defaults = cli.compose("sample")
+    # Gradio copies every file it serves into its cache, named only by this variable (read as
+    # each component is made): the page's own folder, not the system's temporary one
+    os.environ["GRADIO_TEMP_DIR"] = str((Path(out_dir) / ".gradio").resolve())
     limits = limits or Limits()
     models = Models(device, Path(runs_dir), Path(ckpt_path), allow_any_path)
     page = Page(models, Path(runs_dir), Path(out_dir), limits, defaults)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lit.errors import UserError
 from diffusion_lit.runs.layout import RunDir
@@ -81,10 +80,9 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return items
 
 
-def config_values(cfg: DictConfig) -> dict[str, object]:
-    # unresolved: ${hydra:...} has no value outside hydra, and the raw text is what was set
-    tree = OmegaConf.to_container(cfg, resolve=False)
-    return flatten({k: v for k, v in tree.items() if k not in UNCOMPARED})
+def config_values(cfg: dict) -> dict[str, object]:
+    # as written (read_config resolves nothing): the raw text is what was set
+    return flatten({k: v for k, v in cfg.items() if k not in UNCOMPARED})
 
 
 def compare_table(run_dirs: list[Path]) -> str:

@@ -6,6 +6,8 @@ followed, to read, write or delete."""
 import re
 from pathlib import Path
 
+from diffusion_lit import files
+
 # what reading one of a run's text files may take (logs, configs, reports are far smaller)
 MAX_TEXT_BYTES = 64 * 2**20
 
@@ -70,23 +72,17 @@ class RunDir:
 
     def inside(self, path: Path) -> bool:
         """Whether ``path`` lies in this run once every link is resolved."""
-        try:
-            return path.resolve().is_relative_to(self.path.resolve())
-        except (OSError, RuntimeError):  # a link loop
-            return False
+        return files.inside(path, self.path)
 
     def file(self, path: Path) -> Path | None:
         """``path`` when it is a regular file inside this run, else None."""
-        return path if self.inside(path) and path.is_file() else None
+        return path if files.is_file(path, self.path) else None
 
     def text(self, path: Path, limit: int = MAX_TEXT_BYTES) -> str | None:
         """A text file of this run (at most ``limit`` bytes, else None), as text."""
-        path = self.file(path)
         try:
-            if path is None or path.stat().st_size > limit:
-                return None
-            return path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            return files.read_bytes(path, limit, self.path).decode("utf-8", errors="replace")
+        except files.Refused:
             return None
 
     def checkpoint_files(self) -> list[Path]:
@@ -104,12 +100,19 @@ class RunDir:
     def exports(self) -> list[Path]:
         """The export folders the export CLI writes by default into ``checkpoints/``."""
         found = self.checkpoints.glob("export-*/config.json")
-        return sorted(p.parent for p in found if self.file(p))
+        return sorted(p.parent for p in found if self.file(p) and self.holds(p.parent))
 
     def adapters(self) -> list[Path]:
         """The adapter folders the export CLI writes by default into ``checkpoints/``."""
         found = self.checkpoints.glob("adapter-*/adapter.json")
-        return sorted(p.parent for p in found if self.file(p))
+        return sorted(p.parent for p in found if self.file(p) and self.holds(p.parent))
+
+    def holds(self, folder: Path) -> bool:
+        """Whether every entry of ``folder`` lies in this run (no file of it links out)."""
+        try:
+            return all(self.inside(p) for p in folder.iterdir())
+        except OSError:
+            return False
 
     @classmethod
     def is_last(cls, checkpoint: Path) -> bool:

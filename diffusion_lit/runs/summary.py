@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lit import files
 from diffusion_lit.errors import UserError
 from diffusion_lit.runs.layout import RunDir
 
@@ -43,16 +43,28 @@ class Run:
     how: str | None = None  # full | lora, and the replay, for a run with a parent
 
 
-def read_config(run_dir: Path) -> DictConfig | None:
+def read_config(run_dir: Path) -> dict | None:
+    """A run's composed config as plain data, as it was written: an interpolation
+    (``${oc.env:...}``, ``${a}``) is its text, never resolved, so a run folder cannot make us
+    read the environment or loop. None when there is none or it will not read."""
     text = RunDir(run_dir).text(RunDir(run_dir).config, limit=MAX_CONFIG_BYTES)
     try:
         # no YAML aliases: Hydra writes none, and a few can expand a small file without bound
         if text is None or any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text)):
             return None
-        cfg = OmegaConf.create(text)
-    except Exception:  # half-written or hand-edited: the run still lists, with ?
+        cfg = yaml.safe_load(text)
+    except Exception:  # half-written or hand-edited: the run still lists, marked
         return None
-    return cfg if isinstance(cfg, DictConfig) else None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def select(cfg: dict | None, key: str):
+    """The value at the dotted ``key`` of a config read by :func:`read_config`, None where
+    there is none."""
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def read_accuracy_log(run_dir: Path) -> list[tuple[int, float]]:
@@ -93,13 +105,13 @@ def run_date(run_dir: Path) -> str:
     return datetime.fromtimestamp(mtime).isoformat(" ", timespec="seconds")
 
 
-def class_name(target: str | None) -> str | None:
-    return target.rsplit(".", 1)[-1] if target else None
+def class_name(target) -> str | None:
+    return target.rsplit(".", 1)[-1] if isinstance(target, str) and target else None
 
 
-def parent_of(cfg: DictConfig | None) -> Path | None:
+def parent_of(cfg: dict | None) -> Path | None:
     """The model a run started from (its ``init_from``), if any."""
-    given = OmegaConf.select(cfg, "init_from", default=None) if cfg is not None else None
+    given = select(cfg, "init_from")
     return Path(given) if isinstance(given, str) and given else None
 
 
@@ -120,7 +132,7 @@ def lineage_runs(run_dir: Path, limit: int = 64) -> list[Path]:
     that can still be found; a loop or a missing run ends it)."""
     chain = [run_dir]
     while len(chain) < limit and (parent := parent_run(chain[0])) is not None:
-        if not parent.is_dir() or parent.resolve() in {c.resolve() for c in chain}:
+        if not files.is_dir(parent) or parent.resolve() in {c.resolve() for c in chain}:
             break
         chain.insert(0, parent)
     return chain
@@ -132,13 +144,15 @@ def summarize(run_dir: Path) -> Run:
     if (given := parent_of(cfg)) is not None:
         run = parent_run(run_dir)
         parent = str(run.name if run is not None else given)
-        mode = OmegaConf.select(cfg, "finetune.mode", default="full")
-        how = f"{mode}, replay {OmegaConf.select(cfg, 'replay.mode', default='none')}"
+        mode, replay = select(cfg, "finetune.mode") or "full", select(cfg, "replay.mode")
+        how = f"{mode}, replay {replay or 'none'}"
     if cfg is not None:
-        model = class_name(OmegaConf.select(cfg, "model._target_"))
-        dataset = class_name(OmegaConf.select(cfg, "data.dataset._target_"))
-        size = OmegaConf.select(cfg, "data.image_size")
+        model = class_name(select(cfg, "model._target_"))
+        dataset = class_name(select(cfg, "data.dataset._target_"))
+        size = select(cfg, "data.image_size")
         data = dataset and (f"{dataset} {size}px" if size is not None else dataset)
+    elif RunDir(run_dir).file(RunDir(run_dir).config):
+        model = "(unreadable .hydra/config.yaml)"
 
     accuracy = read_accuracy_log(run_dir)
     metrics = read_metrics(run_dir)

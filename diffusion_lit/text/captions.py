@@ -18,6 +18,27 @@ from diffusion_lit import checks
 from diffusion_lit.errors import BadValue, UserError
 from diffusion_lit.text.templates import class_names_of, class_prompts
 
+# Bounds on what a folder's captions or a model file can make a model hold: every cell of its
+# classes × captions table is encoded and kept (a few hundred floats per token), and a text
+# encoder reads only its first few dozen tokens of a caption (64 for MiniLM, 77 for CLIP).
+MAX_CAPTION_CHARS = 1_000
+MAX_CAPTIONS_PER_IMAGE = 64
+MAX_TABLE_CAPTIONS = 4_096  # classes × captions per class, the table as it is padded
+
+
+def check_table(class_prompts: list[list[str]], source: str) -> None:
+    """Refuses a captions table beyond the bounds, naming ``source`` (a folder, a file)."""
+    width = max(map(len, class_prompts), default=0)
+    cells = len(class_prompts) * width
+    longest = max((len(t) for row in class_prompts for t in row), default=0)
+    if cells > MAX_TABLE_CAPTIONS or longest > MAX_CAPTION_CHARS:
+        raise UserError(
+            f"{source}: {len(class_prompts)} classes × {width:,} distinct captions (the largest "
+            f"class's), the longest {longest:,} characters, is more than a model holds (at most "
+            f"{MAX_TABLE_CAPTIONS:,} captions in all, each at most {MAX_CAPTION_CHARS:,} "
+            "characters): caption with fewer distinct texts or split the data."
+        )
+
 
 @dataclass(frozen=True)
 class Attribute:
@@ -156,7 +177,7 @@ def _even(groups: list[list[int]], weights: list[int]) -> list[int]:
 
 def _pad(rows: list[list[int]]) -> np.ndarray:
     width = max(map(len, rows))
-    return np.array([[r[i % len(r)] for i in range(width)] for r in rows], dtype=np.int16)
+    return np.array([[r[i % len(r)] for i in range(width)] for r in rows], dtype=np.int32)
 
 
 def _check(classes, templates, attributes, caption_templates, heldout) -> None:
@@ -187,6 +208,7 @@ def from_image_captions(
     for texts, c in zip(captions, labels, strict=True):
         per_class[c].update(dict.fromkeys(texts))
     per_class_list = [list(p) or [cls] for p, cls in zip(per_class, classes, strict=True)]
+    check_table(per_class_list, "the captions")
     index = [{t: k for k, t in enumerate(p)} for p in per_class_list]
     width = max(map(len, per_class_list))
     table = [[p[i % len(p)] for i in range(width)] for p in per_class_list]
@@ -228,6 +250,7 @@ def merged(
         for attribute, words in table.attributes.items():
             attributes.setdefault(attribute, {}).update(dict.fromkeys(words))
     per_class = [list(captions[n]) for n in names]
+    check_table(per_class, "the merged captions")
     index = [{t: k for k, t in enumerate(p)} for p in per_class]
     remaps = []
     for classes, table in tables:

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from diffusion_lit import checks
-from diffusion_lit.errors import UserError, first_line
+from diffusion_lit.errors import UserError, first_line, show
 from diffusion_lit.text.embedding import TextEmbedding
 
 log = logging.getLogger(__name__)
+FIELDS = ("pooled", "tokens", "mask")
 
 CLIP_VOCAB_SIZE = 49408
 
@@ -58,16 +59,23 @@ class TextEncoder(nn.Module):
         return super().train(False)  # frozen: stays in eval mode (no dropout) whatever the caller
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> TextEmbedding:
+    def encode(self, prompts: list[str], batch_size: int = 256) -> TextEmbedding:
+        """Every prompt's embedding, ``batch_size`` prompts a pass (so memory is bounded by the
+        batch, not by the number of prompts); a prompt longer than the encoder reads is
+        truncated, with a warning."""
         if not prompts:
             raise UserError("No prompts given: pass at least one non-empty prompt.")
-        for prompt in prompts:
-            if not prompt.strip():
-                raise UserError("Empty prompt: every prompt needs some text.")
-            if len(self.tokenizer(prompt)["input_ids"]) > self.max_length:
-                log.warning(
-                    "Prompt %r is longer than %d tokens; it is truncated.", prompt, self.max_length
-                )
+        if not all(prompt.strip() for prompt in prompts):
+            raise UserError("Empty prompt: every prompt needs some text.")
+        parts = [self._encode(prompts[i : i + batch_size])
+                 for i in range(0, len(prompts), batch_size)]  # fmt: skip
+        if len(parts) == 1:
+            return parts[0]
+        length = max(part.tokens.shape[1] for part in parts)
+        parts = [part.padded(length) for part in parts]
+        return TextEmbedding(*(torch.cat([getattr(p, f) for p in parts]) for f in FIELDS))
+
+    def _encode(self, prompts: list[str]) -> TextEmbedding:
         batch = self.tokenizer(
             prompts,
             padding=True,
@@ -75,6 +83,11 @@ class TextEncoder(nn.Module):
             max_length=self.max_length,
             return_tensors="pt",
         ).to(self.model.device)
+        for prompt, mask in zip(prompts, batch["attention_mask"], strict=True):
+            full = mask.sum() == self.max_length  # only then can it have been cut
+            if full and len(self.tokenizer(prompt)["input_ids"]) > self.max_length:
+                log.warning("Prompt %s is longer than %d tokens; it is truncated.",
+                            show(prompt), self.max_length)  # fmt: skip
         outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         mask = batch["attention_mask"].bool()
         return TextEmbedding(self.pool(outputs, mask), outputs.last_hidden_state, mask)
