@@ -14,7 +14,7 @@ from diffusion_lit import checks, cli
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.precision import for_sampling
 from diffusion_lit.errors import UserError
-from diffusion_lit.evaluation.attributes import attribute_following
+from diffusion_lit.evaluation.attributes import attribute_following, words_followed
 from diffusion_lit.evaluation.judge import judge_for, judge_path
 from diffusion_lit.evaluation.metrics import evaluate_samples, real_sets, standard_metrics, timed
 from diffusion_lit.evaluation.phrasings import phrasing_accuracy
@@ -145,6 +145,11 @@ def evaluate(cfg: DictConfig) -> dict:
         result |= attribute_following(
             pipe, datamodule.attributes, datamodule.caption_templates, datamodule.heldout,
             dict(other_words), real, chosen, cfg.attribute_images_per_class, options,
+        )  # fmt: skip
+        asked = (heldout_phrasings or {}).get("attribute_words") or {}
+        result |= words_followed(
+            pipe, datamodule.attributes, asked, chosen, numbers, judge,
+            cfg.attribute_images_per_class, options,
         )  # fmt: skip
     out_dir = cfg.out_dir or RunDir.evaluation_dir(Path(cfg.ckpt_path), settings_name(result))
     write_report(result, out.images, Path(out_dir))

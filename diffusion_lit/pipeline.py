@@ -1,5 +1,6 @@
 """The Python API: load a trained model once, turn prompts into images."""
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from diffusion_lit.text.nearest import (
     substitution_notes,
     unfamiliar_notes,
 )
+from diffusion_lit.text.reading import Reading, RequestReader
 
 
 def slugify(prompt: str) -> str:
@@ -71,6 +73,7 @@ class Generated:
     guidance: Guidance  # what it sampled with: the options' or the model's own
     options: SamplingOptions  # what it sampled with (the model's own reading where not given)
     found: list[NearestPrompt] = field(default_factory=list)  # each prompt's nearest, if read
+    readings: list[Reading] = field(default_factory=list)  # how requests were read, if they were
 
     @property
     def unfamiliar(self) -> list[str]:
@@ -79,7 +82,11 @@ class Generated:
 
     @property
     def substitutions(self) -> list[str]:
-        """A line for each prompt drawn as another (its nearest training prompt)."""
+        """A line for each prompt drawn as another: how it was read (its class and words), or
+        its nearest training prompt."""
+        if self.readings:
+            read = {r.prompt: r for r in self.readings if r.caption != r.prompt}
+            return [r.note() for r in read.values()]
         return substitution_notes(self.found, self.options.nearest_prompt)
 
 
@@ -93,8 +100,10 @@ class TextToImage:
 
     Training prompts are drawn from their saved embeddings; any other prompt goes through the
     model's text encoder, loaded on first use, and is drawn as its nearest training prompt
-    (``nearest_prompt=True``) or from its own embedding. The result says which prompt was drawn
-    as which, and names each prompt unlike every training prompt.
+    (``nearest_prompt=True``), or else, by a model whose captions name attributes, as the
+    caption saying its class and words (:mod:`~diffusion_lit.text.reading`), and by any other
+    from its own embedding. The result says which prompt was drawn as which, and names each
+    prompt unlike every training prompt.
     """
 
     def __init__(self, model: DiffusionModel, spec: ModelSpec):
@@ -161,9 +170,33 @@ class TextToImage:
         stored = self.model.prompts.stored(prompts)
         if stored is not None:
             return stored
+        return self.encode(prompts)
+
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        """Text embeddings through the model's text encoder (loaded on first use)."""
         if self._encoder is None:
             self._encoder = self.spec.build_text_encoder()
         return self._encoder.encode(prompts)
+
+    @functools.cached_property
+    def reader(self) -> RequestReader | None:
+        """How a request in other words is read, by a model whose captions name attributes:
+        its class and words, said as the model's caption (None for any other model)."""
+        if not self.attributes:
+            return None
+        bank = self.model.prompts
+        return RequestReader(bank.class_names, bank.class_prompts, self.attributes,
+                             self.spec.synonyms, self.encode)  # fmt: skip
+
+    def read_requests(self, found: list[NearestPrompt]) -> list[Reading]:
+        """Each request's reading (:attr:`reader`); a training caption reads as itself."""
+        index = self.model.prompts.index
+        new = [f for f in found if not f.trained]
+        read = self.reader.read([f.prompt for f in new], [index[f.nearest][0] for f in new])
+        readings = {r.prompt: r for r in read}
+        names = self.model.prompts.class_names
+        return [readings.get(f.prompt) or Reading(f.prompt, names[index[f.prompt][0]],
+                                                  caption=f.prompt) for f in found]  # fmt: skip
 
     def read(self, prompts: list[str], text: TextEmbedding | None = None) -> list[NearestPrompt]:
         """Each prompt's nearest training prompt (``text``: their embeddings, if at hand)."""
@@ -198,7 +231,8 @@ class TextToImage:
         options = options.replace(nearest_prompt=nearest)  # the model's own, where not given
         text = self.embed(prompts)
         found = self.read(prompts, text)
-        drawn = [f.drawn_as(nearest) for f in found]
+        readings = [] if nearest or self.reader is None else self.read_requests(found)
+        drawn = [r.caption for r in readings] or [f.drawn_as(nearest) for f in found]
         text = text if drawn == prompts else self.embed(drawn)
         base = self.class_only(drawn, text, options)
         text = text.map(lambda z: z.repeat_interleave(num_images, dim=0))
@@ -209,7 +243,7 @@ class TextToImage:
             prompt = prompts[err.image // num_images]
             raise NonFiniteImage(err.image, err.step, err.steps, prompt) from None
         images = images.view(len(prompts), num_images, *images.shape[1:])
-        return Generated(images, prompts, drawn, guidance, options, found)
+        return Generated(images, prompts, drawn, guidance, options, found, readings)
 
     def class_only(
         self, prompts: list[str], text: TextEmbedding, options: SamplingOptions

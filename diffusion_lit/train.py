@@ -86,9 +86,8 @@ def build_module(
     weights when given), with the training options; the optimizer and its schedule tried once
     on it, so that a value they refuse stops the run here."""
     net = build(cfg.model, "model")
-    spec = model_spec(
-        cfg, datamodule.class_names, datamodule.class_prompts, datamodule.attribute_words
-    )
+    spec = model_spec(cfg, datamodule.class_names, datamodule.class_prompts,
+                      datamodule.attribute_words, datamodule.synonyms)  # fmt: skip
     if base is not None:
         spec = extension.start(cfg, base, net, spec, datamodule, replay_mode)
     module = DiffusionModule(

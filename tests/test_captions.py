@@ -259,6 +259,58 @@ def test_a_model_records_its_attribute_words_and_reads_new_prompts_from_their_em
     )
 
 
+def test_a_request_in_other_words_is_drawn_as_the_caption_saying_its_class_and_words(
+    attribute_run,
+):
+    from diffusion_lit.pipeline import TextToImage
+
+    pipe = TextToImage.from_checkpoint(attribute_run, "cpu")
+    assert pipe.spec.synonyms["thick"][:3] == ["wide", "broad", "heavy"]  # kept in the model
+    asked = ["a heavy 7 leaning to the left", "number seven", "a 2, tilted right",
+             "a thick two, slanted left"]  # fmt: skip
+    out = pipe(asked, 1, steps=2, progress=False)
+    assert out.drawn_as[:3] == ["a thick seven, slanted left", "Draw a seven",
+                                "a two, slanted right"]  # fmt: skip
+    assert out.drawn_as[3] == asked[3]  # a held-out combination: a caption of its words
+    assert out.substitutions[0] == (
+        "'a heavy 7 leaning to the left' is read as seven, thickness thick, slant slanted left: "
+        "drawn as 'a thick seven, slanted left'"
+    )
+    assert len(out.substitutions) == 3  # the caption it was asked for is drawn as itself
+    unfamiliar = pipe(["a red car"], 1, steps=2, progress=False)
+    assert unfamiliar.unfamiliar and "(nearest class)" in unfamiliar.substitutions[0]
+    # the reading before: the request's own text embedding
+    pipe.reader = None
+    assert pipe(asked[:1], 1, steps=2, progress=False).drawn_as == asked[:1]
+
+
+def test_the_reading_calibrates_on_the_training_vocabulary_alone():
+    """Every class prompt of the digits reads as its class with no attribute, every caption as
+    its class and its own words; a form of a word said word for word wins, a run of words as
+    near to both ends of an attribute ("pen": "thin pen", "thick pen") says neither."""
+    from diffusion_lit.text import MiniLMEncoder
+    from diffusion_lit.text.reading import RequestReader
+
+    data = compose_train(["data=digits"]).data
+    classes = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    attributes = [Attribute.from_config(k, v) for k, v in data.attributes.items()]
+    synonyms = {**data.class_synonyms, **data.attribute_synonyms}
+    table = described(classes, list(data.prompt_templates), data.class_synonyms, attributes,
+                      list(data.caption_templates), None)  # fmt: skip
+    words = {a.name: a.known_words for a in attributes}
+    reader = RequestReader(classes, table.class_prompts, words, synonyms, MiniLMEncoder().encode)
+    captions = list(dict.fromkeys(p for ps in table.class_prompts for p in ps))
+    owner = {p: c for c, ps in enumerate(table.class_prompts) for p in ps}
+    read = reader.read(captions, [0] * len(captions))
+    for caption, r in zip(captions, read, strict=True):
+        assert r.class_name == classes[owner[caption]] and r.named, (caption, r)
+        said = {a: max((w for w in ws if w in caption), key=len) for a, ws in words.items()
+                if any(w in caption for w in ws)}  # fmt: skip
+        assert r.words == said, (caption, r.words)
+    [pen] = reader.read(["a seven in pen"], [0])
+    assert pen.words == {} and pen.caption == "Draw a seven"
+
+
 def test_the_attribute_measure_calibrates_between_real_splits_and_a_model_that_ignores_words(
     trained_run, tmp_path
 ):

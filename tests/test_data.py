@@ -1,5 +1,6 @@
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,12 @@ from PIL import Image
 from diffusion_lit.data import MNIST, Digits, FlowerFolder
 from diffusion_lit.data.datamodule import ImageDataModule, image_transform
 from diffusion_lit.errors import UserError
+from diffusion_lit.text.reading import says
 from diffusion_lit.text.templates import class_prompts
 
 from conftest import CONF_DIR, png_claiming
+
+DATA_CONFIGS = sorted(p.stem for p in (Path(CONF_DIR) / "data").glob("*.yaml"))
 
 
 def write_image(path, color=(200, 30, 30), mode="RGB", size=(20, 16)):
@@ -166,6 +170,30 @@ def test_heldout_phrasings_are_never_trained_on(data):
     )
     trained = {p.lower() for ps in train for p in ps}
     assert trained and not trained & {p.lower() for ps in heldout for p in ps}
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist"])
+def test_heldout_attribute_words_are_in_no_training_config(data):
+    """The words the evaluation asks for attributes with (``attribute_words``) say none of the
+    words the model knows, in a caption or as a synonym its reading maps back, in any training
+    config, so that what they measure is the reading of words never seen: at least 10 for each
+    attribute word."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"data={data}"])
+        every = [compose("train", overrides=[f"data={d}"]).data for d in DATA_CONFIGS]
+    attributes = [a for d in every for a in (d.get("attributes") or {}).values()]
+    known = {w for a in attributes for w in a.get("words") or [] if w}
+    known |= {s for d in every for ss in (d.get("attribute_synonyms") or {}).values() for s in ss}
+    asked = cfg.heldout.get("attribute_words") or {}
+    assert set(asked) == set(cfg.data.attributes)
+    sealed = cfg.heldout.get("attribute_words_sealed") or {}
+    for attribute, by_word in [*asked.items(), *sealed.items()]:
+        assert set(by_word) == {w for w in cfg.data.attributes[attribute].words if w}
+        for word, phrasings in by_word.items():
+            assert len(set(phrasings)) >= 10, (attribute, word)
+            for phrasing in phrasings:
+                said = [k for k in known if says(phrasing.replace("{name}", " "), k) is not None]
+                assert not said, f"{phrasing!r} says {said}, a word of a training config"
 
 
 def test_datamodule_split_is_deterministic_and_batches_are_normalised():

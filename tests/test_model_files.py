@@ -176,7 +176,7 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
     assert pipe.model.net._compiled_call_impl is None
     assert set(pipe.spec.to_dict()) == {
         "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
-        "attributes", "sampling", "lineage", "adapter",
+        "attributes", "sampling", "lineage", "adapter", "synonyms",
     }  # fmt: skip
     assert pipe.model.guidance == Guidance()  # it recorded none: the defaults it was sampled with
 

@@ -46,7 +46,7 @@ def test_checkpoint_holds_everything_sampling_needs(trained_run):
     assert hp["text_encoder"]["kind"] == "minilm" and hp["text_encoder"]["dim"] == 384
     assert set(hp) == {
         "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
-        "attributes", "sampling", "lineage", "adapter",
+        "attributes", "sampling", "lineage", "adapter", "synonyms",
     }  # fmt: skip
     assert hp["lineage"] == [] and hp["adapter"] is None  # trained from scratch, all its weights
     assert hp["sampling"] == {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],

@@ -88,6 +88,7 @@ class ImageDataModule(L.LightningDataModule):
         hflip: bool = False,
         split_seed: int = 0,
         attributes: dict | None = None,
+        attribute_synonyms: dict | None = None,
         caption_templates: list[str] | None = None,
         heldout_combinations: dict | None = None,
         attribute_share: float = 0.5,
@@ -121,6 +122,12 @@ class ImageDataModule(L.LightningDataModule):
         unknown = [a.measure for a in self.attributes if a.measure not in MEASURES]
         if unknown:
             raise BadValue("attributes", unknown, f"measures among {', '.join(MEASURES)}")
+        synonyms = checks.names_by_name("attribute_synonyms", attribute_synonyms)
+        words = {w for a in self.attributes for w in a.known_words}
+        if words and not set(synonyms) <= words:  # without attributes (null), they are unused
+            raise BadValue("attribute_synonyms", sorted(set(synonyms) - words),
+                           f"attribute words ({', '.join(sorted(words))})")  # fmt: skip
+        self.attribute_synonyms = {w: v for w, v in synonyms.items() if w in words}
         self.caption_templates = checks.texts("caption_templates", caption_templates, True) or []
         self.heldout = checks.names_by_name("heldout_combinations", heldout_combinations)
         if not (checks.finite(attribute_share) and 0 < attribute_share < 1):
@@ -167,6 +174,14 @@ class ImageDataModule(L.LightningDataModule):
     def attribute_words(self) -> dict[str, list[str]]:
         """The words of each attribute the captions use."""
         return self.captions.attributes
+
+    @property
+    def synonyms(self) -> dict[str, list[str]]:
+        """Other words for the model's class names and attribute words (``class_synonyms``,
+        ``attribute_synonyms``), which a request is read with
+        (:mod:`diffusion_lit.text.reading`)."""
+        classes = {k: v for k, v in self.class_synonyms.items() if k in self.class_names}
+        return classes | dict(self.attribute_synonyms)
 
     def extend(self, class_names: list[str], class_prompts: list[list[str]],
                attributes: dict[str, list[str]]) -> None:  # fmt: skip

@@ -13,6 +13,7 @@ import torch
 
 from diffusion_lit.data.measures import MEASURES
 from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.evaluation.judge import predict
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.text.captions import Attribute, template_fields
 
@@ -113,3 +114,44 @@ def _per_class(pipe, attribute, templates, classes, edges, n, options) -> dict:
         in_bin += [np.searchsorted(edges[c], v, side="right") == last for v in high_m]
         result[c] = (auc(high_m, low_m), float(np.mean(in_bin)))
     return result
+
+
+def words_followed(
+    pipe: TextToImage,
+    attributes: list[Attribute],
+    asked: dict,
+    classes: list[str],
+    labels: list[int],
+    judge,
+    n: int,
+    options: SamplingOptions,
+) -> dict:
+    """Per binned attribute, requests for its ends in the phrasings ``asked`` (attribute → word
+    → templates; ``conf/heldout/<data>.yaml``'s ``attribute_words``: words no training config
+    has): for each class (``labels``: their numbers for the ``judge``), ``n`` images asking for
+    its lowest word and ``n`` for its highest, cycling through their phrasings; the AUC of high
+    over low (mean over classes, and each class's) and the judge's accuracy on the class over
+    all of them."""
+    result = {}
+    for attribute in (a for a in attributes if a.binned and a.name in asked):
+        low, high = attribute.known_words[0], attribute.known_words[-1]
+        phrasings = {w: list(asked[attribute.name].get(w) or []) for w in (low, high)}
+        if not all(phrasings.values()):
+            continue
+        prompts = [ps[j % len(ps)].format(name=name.replace("_", " "))
+                   for name in classes for ps in phrasings.values() for j in range(n)]  # fmt: skip
+        images = pipe(prompts, 1, options=options, progress=False).images[:, 0]
+        per_class, correct = {}, []
+        for c, name in enumerate(classes):
+            mine = images[2 * n * c : 2 * n * (c + 1)]
+            values = measured(mine, attribute.measure)
+            per_class[name] = round(auc(values[n:], values[:n]), 4)
+            correct += (predict(judge, mine * 2 - 1) == labels[c]).tolist()
+        result[attribute.name] = {
+            "auc": float(np.mean(list(per_class.values()))),
+            "accuracy": float(np.mean(correct)),
+            "per_class_auc": per_class,
+            "words": [low, high],
+            "phrasings": {w: len(ps) for w, ps in phrasings.items()},
+        }
+    return {"attributes_other_words": result} if result else {}

@@ -89,6 +89,13 @@ def attribute_rows(r: dict) -> list[str]:
             f"| {name}: AUC of '{high}' over '{low}' | {', '.join(parts)} | 1.00: always "
             f"followed, 0.50: ignored | {in_bin:.0%} in the requested share |"
         )
+    for name, a in r.get("attributes_other_words", {}).items():
+        low, high = a["words"]
+        count = " and ".join(f"{k} for '{w}'" for w, k in a["phrasings"].items())
+        rows.append(
+            f"| {name} in words no training config has ({count}): AUC of '{high}' over "
+            f"'{low}' | {a['auc']:.2f} | the judge names the class {a['accuracy']:.1%} | |"
+        )
     return rows
 
 

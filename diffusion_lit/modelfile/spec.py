@@ -10,6 +10,7 @@ A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) ho
      "class_names": ["zero", ...],
      "class_prompts": [["Draw a zero", ..., "a thick zero, slanted left", ...], ...],
      "attributes": {"thickness": ["thin", "thick"], "slant": ["slanted left", ...]},
+     "synonyms": {"seven": ["7"], "thick": ["bold", "heavy", ...], ...},
      "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],
                   "attribute_scale": 3.0, "nearest_prompt": false},
      "lineage": [{"hash": "3f2a…", "path": "outputs/runs/…/last.ckpt", "data": "Digits",
@@ -20,7 +21,9 @@ A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) ho
 (null for most) says the UNet carries LoRA adapters on those layers (a fine-tune's checkpoint).
 (Format 2 had no ``attributes``, ``attribute_scale`` or ``nearest_prompt``: its models were
 trained on class prompts, sampled with plain guidance, and read a new prompt as its nearest
-training prompt; format 3 had no ``lineage`` or ``adapter``.)
+training prompt; format 3 had no ``lineage`` or ``adapter``; ``synonyms``, other words for its
+class names and attribute words that its reading of a request maps back to them, came later in
+format 4 and is empty where absent.)
 
 Reading looks ``kind`` up in :data:`UNETS` and :data:`TEXT_ENCODERS` (the schedule has one class,
 :class:`NoiseSchedule`, whose own ``kind`` is linear or cosine) and checks the arguments against
@@ -85,8 +88,10 @@ class ModelSpec:
     it samples unless told otherwise: its guidance, and whether it reads a new prompt as its
     nearest training caption or from its own text embedding (``nearest_prompt``); the models it
     was trained from (``lineage``), and the LoRA adapter its UNet carries, if any
-    (``adapter``: rank, alpha and the layers). The only hyperparameter a checkpoint keeps, so
-    it rebuilds the model without the training code."""
+    (``adapter``: rank, alpha and the layers); other words for its class names and attribute
+    words (``synonyms``), with which a request is read (:mod:`diffusion_lit.text.reading`).
+    The only hyperparameter a checkpoint keeps, so it rebuilds the model without the training
+    code."""
 
     net: dict
     schedule: dict
@@ -98,6 +103,7 @@ class ModelSpec:
     nearest_prompt: bool = True
     lineage: list[dict] = field(default_factory=list)
     adapter: dict | None = None
+    synonyms: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The spec as a model file holds it (format 4)."""
@@ -112,6 +118,7 @@ class ModelSpec:
             "sampling": self.guidance.to_dict() | {"nearest_prompt": self.nearest_prompt},
             "lineage": [dict(link) for link in self.lineage],
             "adapter": None if self.adapter is None else dict(self.adapter),
+            "synonyms": {k: list(v) for k, v in self.synonyms.items()},
         }
 
     @classmethod
@@ -150,9 +157,10 @@ class ModelSpec:
         attributes = read_attributes(data.get("attributes", {}), source)
         lineage = read_lineage(data.get("lineage", []), source)
         adapter = read_adapter(data.get("adapter"), source)
+        synonyms = read_synonyms(data.get("synonyms", {}), source)
         return cls(**groups, class_names=names, class_prompts=prompts, guidance=guidance,
                    attributes=attributes, nearest_prompt=nearest, lineage=lineage,
-                   adapter=adapter)  # fmt: skip
+                   adapter=adapter, synonyms=synonyms)  # fmt: skip
 
     def with_guidance(self, guidance: Guidance) -> "ModelSpec":
         return replace(self, guidance=guidance)
@@ -251,6 +259,27 @@ def read_attributes(given, source: str) -> dict[str, list[str]]:
         raise UserError(
             f"{source} is damaged or not a diffusion_lit model: its attributes {given!r} are not "
             "a mapping of names to lists of words."
+        )
+    return {k: list(v) for k, v in given.items()}
+
+
+# other words for a model's words: a few dozen each at most, for a few hundred words
+MAX_SYNONYMS = 4096
+
+
+def read_synonyms(given, source: str) -> dict[str, list[str]]:
+    """Other words for a model's class names and attribute words: a mapping of words to lists
+    of words, at most :data:`MAX_SYNONYMS` in all, each at most a caption's length."""
+    ok = isinstance(given, dict) and all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(w, str) for w in v)
+        for k, v in given.items()
+    )
+    ok = ok and sum(len(v) + 1 for v in given.values()) <= MAX_SYNONYMS
+    ok = ok and all(len(w) <= MAX_CAPTION_CHARS for k, v in given.items() for w in (k, *v))
+    if not ok:
+        raise UserError(
+            f"{source} is damaged or not a diffusion_lit model: its synonyms {show(given)} are "
+            f"not a mapping of words to lists of words (at most {MAX_SYNONYMS} in all)."
         )
     return {k: list(v) for k, v in given.items()}
 

@@ -64,9 +64,11 @@ def model_spec(
     class_names: list[str],
     class_prompts: list[list[str]],
     attributes: dict[str, list[str]] | None = None,
+    synonyms: dict[str, list[str]] | None = None,
 ):
     """The model a training config describes, as the plain data its checkpoints hold: its
-    captions, the ``attributes`` they name, and how it samples unless told otherwise. A model
+    captions, the ``attributes`` they name, other words for its class names and attribute words
+    (``synonyms``), and how it samples unless told otherwise. A model
     whose captions name attributes reads a new prompt from its own text embedding, which
     composes words into combinations no caption had; one trained on class prompts, as its
     nearest training prompt (both measured in bench/RESULTS.md); ``sampling.nearest_prompt``
@@ -84,6 +86,7 @@ def model_spec(
         guidance=own_guidance(cfg, bool(attributes)),
         attributes=dict(attributes or {}),
         nearest_prompt=nearest,
+        synonyms=dict(synonyms or {}),
     )
 
 

@@ -136,7 +136,8 @@ def start(
     how_replayed = replay_mode + (", distilled" if distilled(cfg, replay_mode) else "")
     link = step(base.hash, str(base.path.resolve()), data, datamodule.data_class_names,
                 cfg.finetune.mode, how_replayed)  # fmt: skip
-    return replace(spec, lineage=[*base.spec.lineage, link], adapter=adapter)
+    synonyms = base.spec.synonyms | spec.synonyms  # the base's words read as before
+    return replace(spec, lineage=[*base.spec.lineage, link], adapter=adapter, synonyms=synonyms)
 
 
 def replay_set(
