@@ -82,3 +82,27 @@ def test_prompt_bank_round_trips_through_a_state_dict(minilm):
     restored.load_state_dict(bank.state_dict())
     torch.testing.assert_close(restored.pooled, bank.pooled)
     torch.testing.assert_close(restored.tokens, bank.tokens)
+
+
+def test_a_bank_encodes_each_distinct_caption_once_in_batches(minilm, monkeypatch):
+    """A class's row repeats its captions up to the widest class's and classes share some:
+    each distinct caption is encoded once, the encoder's passes are of at most a batch, and
+    the table holds what encoding each caption alone gives."""
+    prompts = [["Draw a zero", "a thin zero", "a thick zero"], ["Draw a one", "Draw a one",
+               "Draw a one"], ["Draw a two", "Draw a zero", "a thin zero"]]  # fmt: skip
+    passes = []
+    encode = minilm._encode
+    monkeypatch.setattr(minilm, "_encode", lambda batch: passes.append(batch) or encode(batch))
+    bank = PromptBank(["zero", "one", "two"], prompts)
+
+    class TwoAPass:  # the encoder, two prompts a pass
+        def encode(self, prompts):
+            return minilm.encode(prompts, batch_size=2)
+
+    bank.fill(TwoAPass())
+    seen = [p for batch in passes for p in batch]
+    assert sorted(seen) == sorted(set(sum(prompts, []))) and max(map(len, passes)) <= 2
+    for c, row in enumerate(prompts):
+        for k, prompt in enumerate(row):
+            alone = minilm.encode([prompt]).pooled[0]
+            torch.testing.assert_close(bank.pooled[c, k], alone, atol=1e-5, rtol=0)

@@ -41,10 +41,14 @@ class PromptBank(nn.Module):
 
     @torch.no_grad()
     def fill(self, encoder: TextEncoder) -> None:
-        """Encodes every prompt, once."""
-        emb = encoder.encode(self.prompts)
+        """Encodes every distinct prompt once (a class's row repeats its captions up to the
+        widest class's, and classes share captions), then lays them out as the table."""
+        distinct = list(dict.fromkeys(self.prompts))
+        where = {p: i for i, p in enumerate(distinct)}
+        emb = encoder.encode(distinct)
+        rows = torch.tensor([where[p] for p in self.prompts], device=emb.pooled.device)
         shape = (len(self.class_prompts), len(self.class_prompts[0]))
-        grouped = emb.map(lambda z: z.reshape(*shape, *z.shape[1:]))
+        grouped = emb.map(lambda z: z[rows].reshape(*shape, *z.shape[1:]))
         self.pooled = grouped.pooled.to(self.pooled)
         self.tokens = grouped.tokens.to(self.tokens)
         self.mask = grouped.mask.to(self.mask)
