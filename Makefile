@@ -8,7 +8,7 @@ ARGS ?=
 # the newest run's last checkpoint, for `make sample`
 CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
-.PHONY: setup train test test-fast sample evaluate demo bench lint fashion-mnist clean
+.PHONY: setup train test test-fast sample evaluate demo bench lint fashion-mnist emoji clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,10 @@ fashion-mnist:
 	test -d /usr/share/datasets/fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; }
 	mkdir -p data/FashionMNIST/raw
 	for f in /usr/share/datasets/fashion-mnist/*.gz; do gunzip -c $$f > data/FashionMNIST/raw/$$(basename $$f .gz); done
+
+# the npm registry's emoji packages (Noto Emoji, Twemoji), where data=emoji reads them
+emoji: $(STAMP)
+	$(BIN)/python -m diffusion_lit.data.emoji data/emoji
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
