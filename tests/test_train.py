@@ -344,3 +344,18 @@ def test_sample_cli_lists_what_the_model_can_draw(trained_run, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 10
     assert lines[6].startswith("six: Draw a six | a handwritten six") and "| 6" in lines[6]
+
+
+def test_the_run_says_how_long_it_will_take_a_few_steps_in(tiny_cfg, caplog):
+    """Steps left × the measured seconds a step: 8 steps in all, measured over steps 2–4."""
+    from diffusion_lit.train import train
+    from diffusion_lit.training.callbacks import duration
+
+    cfg = tiny_cfg("trainer.max_epochs=4", "callbacks.time_estimate.start=1",
+                   "callbacks.time_estimate.steps=3")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="diffusion_lit.training.callbacks"):
+        train(cfg)
+    [line] = [r.getMessage() for r in caplog.records if "will take about" in r.getMessage()]
+    assert "on this machine: 4 steps at " in line and "(measured over 3 steps)" in line
+    assert duration(250) == "4 min 10 s" and duration(3900) == "1 h 5 min"
+    assert duration(12.4) == "12 s"

@@ -1,6 +1,8 @@
 """Training callbacks: the seed's accuracy log, sample grids of every class, a plot of the
-training curves, and logs written out with every checkpoint."""
+training curves, logs written out with every checkpoint, and how long the training will take."""
 
+import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +13,42 @@ from diffusion_lit import checks
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.images import save_grid
 from diffusion_lit.training.ema import averaged_module
+
+log = logging.getLogger(__name__)
+
+
+class TimeEstimate(L.Callback):
+    """Says, a few steps in, how long the training will take on this machine: the steps left
+    × the seconds a step took over ``steps`` steps after the first ``start`` (which warm up),
+    so that a user is told, not surprised (a CPU without bf16 takes about twice as long).
+    Validation and sample grids come on top."""
+
+    def __init__(self, start: int = 5, steps: int = 20):
+        self.start = checks.integer("start", start, 0, 10**6)
+        self.steps = checks.integer("steps", steps, 1, 10**6)
+        self.seen, self.began = 0, None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.seen += 1  # batches of this fit (a resumed run counts from its own start)
+        if self.seen == self.start:
+            self.began = time.perf_counter()
+        elif self.began is not None and self.seen == self.start + self.steps:
+            per_step = (time.perf_counter() - self.began) / self.steps
+            left = max(0, trainer.estimated_stepping_batches - trainer.global_step)
+            if trainer.is_global_zero:
+                log.info("Training will take about %s more on this machine: %d steps at %.3g s "
+                         "a step (measured over %d steps), plus validation and sample grids.",
+                         duration(left * per_step), left, per_step, self.steps)  # fmt: skip
+            self.began = None
+
+
+def duration(seconds: float) -> str:
+    """``'4 min 10 s'``, ``'1 h 5 min'``, ``'12 s'``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 class AccuracyLog(L.Callback):
