@@ -44,9 +44,14 @@ def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:[-/'][a-z0-9]+)*", text.lower())
 
 
+def whole(phrase: str) -> re.Pattern:
+    """``phrase`` as whole words, for lower-cased text."""
+    return re.compile(rf"(?<![a-z0-9]){re.escape(phrase.lower())}(?![a-z0-9])")
+
+
 def says(text: str, phrase: str) -> int | None:
     """Where ``text`` says ``phrase`` as whole words (case-insensitive), None where it does not."""
-    found = re.search(rf"(?<![a-z0-9]){re.escape(phrase.lower())}(?![a-z0-9])", text.lower())
+    found = whole(phrase).search(text.lower())
     return None if found is None else found.start()
 
 
@@ -119,8 +124,10 @@ class RequestReader:
             if (c, key) in self.captions:
                 return self.captions[(c, key)]
             for (other, said), text in self.captions.items():
+                if said != key or other == c:
+                    continue
                 name = next((n for n in self.names[other] if says(text, n) is not None), None)
-                if said == key and other != c and name is not None:
+                if name is not None:
                     at = says(text, name)
                     return text[:at] + self.names[c][0] + text[at + len(name) :]
             if not words:  # a class with no caption of its own words
@@ -137,7 +144,7 @@ class RequestReader:
         text = prompt.lower()
         for names in self.names:
             for n in sorted(names, key=len, reverse=True):
-                text = re.sub(rf"(?<![a-z0-9]){re.escape(n.lower())}(?![a-z0-9])", " ", text)
+                text = whole(n).sub(" ", text)
         return text
 
     def _words(self, prompt: str, runs: torch.Tensor | None) -> dict[str, str]:
