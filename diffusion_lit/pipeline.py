@@ -19,7 +19,7 @@ from diffusion_lit.errors import UserError
 from diffusion_lit.images import save_grid
 from diffusion_lit.modelfile.load import load_model
 from diffusion_lit.modelfile.spec import ModelSpec
-from diffusion_lit.text import TextEmbedding, TextEncoder
+from diffusion_lit.text import TextEmbedding
 from diffusion_lit.text.nearest import (
     NearestPrompt,
     nearest_of,
@@ -108,7 +108,6 @@ class TextToImage:
 
     def __init__(self, model: DiffusionModel, spec: ModelSpec):
         self.model, self.spec = model, spec
-        self._encoder: TextEncoder | None = None
 
     @classmethod
     def from_checkpoint(
@@ -174,9 +173,7 @@ class TextToImage:
 
     def encode(self, prompts: list[str]) -> TextEmbedding:
         """Text embeddings through the model's text encoder (loaded on first use)."""
-        if self._encoder is None:
-            self._encoder = self.spec.build_text_encoder()
-        return self._encoder.encode(prompts)
+        return self.model.prompts.encode(prompts)
 
     @functools.cached_property
     def reader(self) -> RequestReader | None:

@@ -48,7 +48,7 @@ def test_export_writes_weights_prompts_config_and_model_card(exported):
     ]
     config = json.loads((out_dir / "config.json").read_text())
     spec = config["spec"]
-    assert config["image_size"] == 8 and config["channels"] == 1 and config["version"] == 4
+    assert config["image_size"] == 8 and config["channels"] == 1 and config["version"] == 5
     assert spec["net"]["kind"] == "simple" and spec["text_encoder"]["kind"] == "minilm"
     assert spec["schedule"]["timesteps"] == 20
     assert spec["class_prompts"][6][:2] == ["Draw a six", "a handwritten six"]

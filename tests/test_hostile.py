@@ -558,15 +558,15 @@ def test_more_distinct_captions_than_a_model_holds_is_one_line(tmp_path, run_cli
 
     root = tmp_path / "folder"
     (root / "red").mkdir(parents=True)
-    for i in range(130):  # 130 images × 64 captions: 8,320 distinct captions in one class
+    for i in range(260):  # 260 images × 64 captions: 16,640 distinct captions in one class
         Image.new("RGB", (8, 8)).save(root / "red" / f"{i}.png")
     rows = [{"file_name": f"red/{i}.png", "text": [f"red {i} {k}" for k in range(64)]}
-            for i in range(130)]  # fmt: skip
+            for i in range(260)]  # fmt: skip
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     overrides = [o for o in TINY if not o.startswith("data")]
     args = [*overrides, "data=captioned", f"data.root={root}", "data.image_size=8",
             f"paths.run_dir={tmp_path / 'run'}"]  # fmt: skip
-    assert_one_line(*run_cli(train_main, args), "8,320 distinct captions", "more than a model")
+    assert_one_line(*run_cli(train_main, args), "16,640 distinct captions", "more than a model")
 
 
 def test_a_cut_image_stops_the_train_command_before_the_first_step(tmp_path, run_cli):

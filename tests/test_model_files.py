@@ -183,9 +183,9 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
 
 def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
     ckpt = torch.load(format2[0], map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["version"] = 5
+    ckpt["hyper_parameters"]["version"] = 6
     torch.save(ckpt, tmp_path / "model.ckpt")
-    with pytest.raises(UserError, match="format 5.*Upgrade diffusion_lit"):
+    with pytest.raises(UserError, match="format 6.*Upgrade diffusion_lit"):
         TextToImage.from_checkpoint(tmp_path / "model.ckpt")
 
 

@@ -27,10 +27,10 @@ def tiny_module(kind: str) -> DiffusionModule:
     )
     torch.manual_seed(0)
     module = DiffusionModule(spec, spec.build(), optimizer=partial(torch.optim.Adam, lr=1e-3))
-    # two classes × two templates of 3 tokens, the last one padding
-    module.prompts.pooled = torch.randn(2, 2, 16)
-    module.prompts.tokens = torch.randn(2, 2, 3, 16)
-    module.prompts.mask = torch.tensor([True, True, False]).expand(2, 2, 3).clone()
+    # two classes × two templates, four distinct prompts of 3 tokens, the last one padding
+    module.prompts.pooled = torch.randn(4, 16)
+    module.prompts.tokens = torch.randn(4, 3, 16)
+    module.prompts.mask = torch.tensor([True, True, False]).expand(4, 3).clone()
     with torch.no_grad():  # a fresh UNet's output conv is not zero here, but make sure
         for p in module.net.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -3,7 +3,13 @@ import torch
 import torch.nn.functional as F
 
 from diffusion_lit.errors import UserError
-from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoderUnavailable
+from diffusion_lit.text import (
+    CLIPEncoder,
+    MiniLMEncoder,
+    PromptBank,
+    TextEncoderUnavailable,
+    prompt_bank,
+)
 from diffusion_lit.text.encoders import CLIP_VOCAB_SIZE
 
 
@@ -77,11 +83,52 @@ def test_prompt_bank_round_trips_through_a_state_dict(minilm):
     prompts = [["Draw a zero", "Zero"], ["Draw a one", "One"], ["Draw a two", "Two"]]
     bank = PromptBank(["zero", "one", "two"], prompts)
     bank.fill(minilm)
-    assert bank.pooled.shape == (3, 2, 384) and bank.mask.shape[:2] == (3, 2)
+    assert bank.pooled.shape == (6, 384) and bank.mask.shape[0] == 6  # one per distinct prompt
     restored = PromptBank(["zero", "one", "two"], prompts)
     restored.load_state_dict(bank.state_dict())
     torch.testing.assert_close(restored.pooled, bank.pooled)
     torch.testing.assert_close(restored.tokens, bank.tokens)
+
+
+def test_a_bank_of_format_4_reads_as_one_encoding_per_distinct_prompt(minilm):
+    """Up to format 4 a model file held the classes × prompts table of encodings, a class's
+    row repeating its prompts: it loads, and each prompt draws with its own encoding."""
+    prompts = [["Draw a zero", "Zero", "Draw a zero"], ["Draw a one", "One", "Uno"]]
+    table = minilm.encode(sum(prompts, [])).map(lambda z: z.reshape(2, 3, *z.shape[1:]))
+    bank = PromptBank(["zero", "one"], prompts)
+    bank.load_state_dict({"pooled": table.pooled, "tokens": table.tokens, "mask": table.mask})
+    assert bank.pooled.shape == (5, 384) and bank.holds_tokens
+    found = bank.stored(["Uno", "Draw a zero", "Zero"])
+    torch.testing.assert_close(found.pooled, table.pooled[[1, 0, 0], [2, 0, 1]])
+    torch.testing.assert_close(found.tokens, table.tokens[[1, 0, 0], [2, 0, 1]])
+
+
+def test_a_large_bank_saves_its_pooled_vectors_and_encodes_its_tokens_when_drawn(
+    minilm, monkeypatch
+):
+    """Beyond the bound the token states stay out of the model file (a model of thousands of
+    captions stays the size of its weights); loaded, the bank encodes a prompt's tokens with
+    the model's text encoder when it is drawn, as training had them."""
+    monkeypatch.setattr(prompt_bank, "MAX_SAVED_TOKEN_BYTES", 1000)
+    prompts = [["Draw a zero", "Zero"], ["Draw a one", "One"]]
+    bank = PromptBank(["zero", "one"], prompts)
+    bank.fill(minilm)
+    saved = bank.state_dict()
+    assert set(saved) == {"pooled"}
+    built = []
+    loaded = PromptBank(["zero", "one"], prompts, lambda: built.append(1) or minilm)
+    loaded.load_state_dict(saved)
+    assert not loaded.holds_tokens and not built  # nothing encoded until a prompt is drawn
+    found, trained = loaded.stored(["One", "Draw a zero"]), bank.stored(["One", "Draw a zero"])
+    assert built == [1]
+    torch.testing.assert_close(found.pooled, trained.pooled)
+    length = trained.mask.sum(1)
+    for i, n in enumerate(length.tolist()):
+        torch.testing.assert_close(found.tokens[i, :n], trained.tokens[i, :n], atol=1e-5, rtol=0)
+    resumed = PromptBank(["zero", "one"], prompts)  # a run resumed after it encoded its own
+    resumed.fill(minilm)
+    resumed.load_state_dict(saved)
+    assert resumed.holds_tokens
 
 
 def test_a_bank_encodes_each_distinct_caption_once_in_batches(minilm, monkeypatch):
@@ -105,4 +152,5 @@ def test_a_bank_encodes_each_distinct_caption_once_in_batches(minilm, monkeypatc
     for c, row in enumerate(prompts):
         for k, prompt in enumerate(row):
             alone = minilm.encode([prompt]).pooled[0]
-            torch.testing.assert_close(bank.pooled[c, k], alone, atol=1e-5, rtol=0)
+            drawn = bank.lookup(torch.tensor([c]), torch.tensor([k])).pooled[0]
+            torch.testing.assert_close(drawn, alone, atol=1e-5, rtol=0)

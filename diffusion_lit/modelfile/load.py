@@ -129,9 +129,7 @@ def with_adapters(
             f"tensors, e.g. {bad[0]}): an adapter is damaged or its weight too large; pass "
             "another adapter or a smaller adapter_weights."
         )
-    model.prompts = model.prompts.extended(
-        names, table.class_prompts, lambda prompts: spec.build_text_encoder().encode(prompts)
-    )
+    model.prompts = model.prompts.extended(names, table.class_prompts, model.prompts.encode)
     links = [link for adapter in found for link in adapter.lineage[-1:]]
     return replace(
         spec, class_names=names, class_prompts=table.class_prompts,

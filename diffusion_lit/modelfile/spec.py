@@ -3,12 +3,13 @@ table that turns it into this project's objects.
 
 A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) holds::
 
-    {"version": 3,
+    {"version": 5,
      "net": {"kind": "simple", "image_size": 16, "in_channels": 1, ...},
      "schedule": {"kind": "linear", "timesteps": 1000, "beta_start": 0.0001, ...},
      "text_encoder": {"kind": "minilm", "name_or_path": null, "dim": 384, "max_length": 64},
      "class_names": ["zero", ...],
      "class_prompts": [["Draw a zero", ..., "a thick zero, slanted left", ...], ...],
+     (each class's distinct captions; the table repeats each row to the longest's length)
      "attributes": {"thickness": ["thin", "thick"], "slant": ["slanted left", ...]},
      "synonyms": {"seven": ["7"], "thick": ["bold", "heavy", ...], ...},
      "sampling": {"guidance_scale": 1.5, "guidance_interval": [0.0, 1.0],
@@ -23,7 +24,9 @@ A checkpoint (``hyper_parameters``) or an export (``config.json``'s ``spec``) ho
 trained on class prompts, sampled with plain guidance, and read a new prompt as its nearest
 training prompt; format 3 had no ``lineage`` or ``adapter``; ``synonyms``, other words for its
 class names and attribute words that its reading of a request maps back to them, came later in
-format 4 and is empty where absent.)
+format 4 and is empty where absent; up to format 4 every row of ``class_prompts`` had the
+table's length and the prompts' encodings were saved as that table, not one per distinct
+caption.)
 
 Reading looks ``kind`` up in :data:`UNETS` and :data:`TEXT_ENCODERS` (the schedule has one class,
 :class:`NoiseSchedule`, whose own ``kind`` is linear or cosine) and checks the arguments against
@@ -50,8 +53,8 @@ from diffusion_lit.models.lora import add_lora, target_modules
 from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
 from diffusion_lit.text.captions import MAX_CAPTION_CHARS, check_table
 
-SPEC_VERSION = 4
-READABLE = (1, 2, 3, 4)
+SPEC_VERSION = 5
+READABLE = (1, 2, 3, 4, 5)
 UNETS: dict[str, type[nn.Module]] = {"simple": SimpleUNet, "enhanced": TextGuidedUNet}
 TEXT_ENCODERS: dict[str, type[TextEncoder]] = {"minilm": MiniLMEncoder, "clip": CLIPEncoder}
 COMPONENTS = {"net": UNETS, "text_encoder": TEXT_ENCODERS, "schedule": {None: NoiseSchedule}}
@@ -106,14 +109,14 @@ class ModelSpec:
     synonyms: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """The spec as a model file holds it (format 4)."""
+        """The spec as a model file holds it (format 5)."""
         return {
             "version": SPEC_VERSION,
             "net": dict(self.net),
             "schedule": dict(self.schedule),
             "text_encoder": dict(self.text_encoder),
             "class_names": list(self.class_names),
-            "class_prompts": [list(p) for p in self.class_prompts],
+            "class_prompts": compact(self.class_prompts),
             "attributes": {k: list(v) for k, v in self.attributes.items()},
             "sampling": self.guidance.to_dict() | {"nearest_prompt": self.nearest_prompt},
             "lineage": [dict(link) for link in self.lineage],
@@ -171,7 +174,7 @@ class ModelSpec:
         named in the error when a value is not one its class takes."""
         schedule = self._build("schedule", source)  # first: the UNet may take its T
         net = net if net is not None else self.build_net(source)
-        prompts = PromptBank(self.class_names, self.class_prompts)
+        prompts = PromptBank(self.class_names, self.class_prompts, self.build_text_encoder)
         return DiffusionModel(net, schedule, prompts, self.guidance)
 
     def build_net(self, source: str | None = None) -> nn.Module:
@@ -206,24 +209,36 @@ class ModelSpec:
             ) from err
 
 
+def compact(table: list[list[str]]) -> list[list[str]]:
+    """A classes × captions table as a model file holds it (format 5): each class's distinct
+    captions, which :func:`padded` repeats back to the table; the table itself where that
+    would not give it back."""
+    rows = [list(dict.fromkeys(row)) for row in table]
+    return rows if padded(rows) == table else [list(row) for row in table]
+
+
+def padded(rows: list[list[str]]) -> list[list[str]]:
+    """Each class's captions repeated in order up to the longest row's length: the table."""
+    width = max(map(len, rows))
+    return [[row[i % len(row)] for i in range(width)] for row in rows]
+
+
 def read_classes(names, prompts, source: str) -> tuple[list[str], list[list[str]]]:
     """A model's classes and their captions, checked: a list of names and one of caption
-    lists, one per class and as many for each."""
+    lists, one per class (format ≤ 4: as many for each), as the table (:func:`padded`)."""
     if not (
         isinstance(names, list)
         and isinstance(prompts, list)
         and len(names) == len(prompts) > 0
         and all(isinstance(n, str) and len(n) <= MAX_CAPTION_CHARS for n in names)
         and all(isinstance(p, list) and p and all(isinstance(s, str) for s in p) for p in prompts)
-        and len({len(p) for p in prompts}) == 1
     ):
         raise UserError(
             f"{source}: class_names and class_prompts must be lists of names and of prompt "
-            "lists, one per class and as many for each; the file is damaged or not a "
-            "diffusion_lit model."
+            "lists, one per class; the file is damaged or not a diffusion_lit model."
         )
     check_table(prompts, source)
-    return names, prompts
+    return names, padded(prompts)
 
 
 def read_sampling(given, source: str) -> tuple[Guidance, bool]:

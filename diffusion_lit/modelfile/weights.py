@@ -45,20 +45,23 @@ def check_net(expected: Shapes, found: Shapes, source: str) -> None:
 
 
 def check_prompts(spec: ModelSpec, found: Shapes, source: str) -> None:
-    """Refuses encoded prompts that are not one per training prompt of the spec, in the
-    UNet's text width: pooled (C, K, D), tokens (C, K, L, D), mask (C, K, L)."""
-    classes, per_class = len(spec.class_prompts), len(spec.class_prompts[0])
+    """Refuses encoded prompts that are not one per distinct training prompt of the spec, in
+    the UNet's text width: pooled (N, D), and tokens (N, L, D) with mask (N, L) where saved
+    (:mod:`diffusion_lit.text.prompt_bank`); up to format 4, one per cell of the classes ×
+    prompts table: pooled (C, K, D), tokens (C, K, L, D), mask (C, K, L)."""
     width = spec.net.get("text_dim")
-    length = found.get("mask", (0, 0, 0))[-1]
-    expected = {
-        "pooled": (classes, per_class, width),
-        "tokens": (classes, per_class, length, width),
-        "mask": (classes, per_class, length),
-    }
-    if found != expected or not 0 < length <= 4096:
+    length = found.get("mask", (0,))[-1]
+    if len(found.get("pooled", ())) == 3:
+        table = (len(spec.class_prompts), len(spec.class_prompts[0]))
+    else:
+        table = (len({p for row in spec.class_prompts for p in row}),)
+    expected = {"pooled": (*table, width)}
+    if "tokens" in found or "mask" in found or len(table) == 2:
+        expected |= {"tokens": (*table, length, width), "mask": (*table, length)}
+    if found != expected or ("mask" in expected and not 0 < length <= 4096):
         raise UserError(
             f"{source}: the encoded prompts have shapes {found}, where the spec's "
-            f"{classes} classes × {per_class} prompts in {width} dimensions need {expected}; the "
+            f"{' × '.join(map(str, table))} prompts in {width} dimensions need {expected}; the "
             "file is damaged or its parts come from different models."
         )
 

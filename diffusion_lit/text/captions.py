@@ -18,24 +18,29 @@ from diffusion_lit import checks
 from diffusion_lit.errors import BadValue, UserError
 from diffusion_lit.text.templates import class_names_of, class_prompts
 
-# Bounds on what a folder's captions or a model file can make a model hold: every cell of its
-# classes × captions table is encoded and kept (a few hundred floats per token), and a text
-# encoder reads only its first few dozen tokens of a caption (64 for MiniLM, 77 for CLIP).
+# Bounds on what a folder's captions or a model file can make a model hold: every distinct
+# caption is encoded and kept while training (a few hundred floats per token; a text encoder
+# reads only its first few dozen tokens of a caption, 64 for MiniLM, 77 for CLIP), and the
+# classes × captions table is indexed per training image.
 MAX_CAPTION_CHARS = 1_000
 MAX_CAPTIONS_PER_IMAGE = 64
-MAX_TABLE_CAPTIONS = 4_096  # classes × captions per class, the table as it is padded
+MAX_DISTINCT_CAPTIONS = 16_384
+MAX_TABLE_CAPTIONS = 1_048_576  # classes × captions per class, the table as it is padded
 
 
 def check_table(class_prompts: list[list[str]], source: str) -> None:
     """Refuses a captions table beyond the bounds, naming ``source`` (a folder, a file)."""
     width = max(map(len, class_prompts), default=0)
     cells = len(class_prompts) * width
+    distinct = len({t for row in class_prompts for t in row})
     longest = max((len(t) for row in class_prompts for t in row), default=0)
-    if cells > MAX_TABLE_CAPTIONS or longest > MAX_CAPTION_CHARS:
+    too_many = distinct > MAX_DISTINCT_CAPTIONS or cells > MAX_TABLE_CAPTIONS
+    if too_many or longest > MAX_CAPTION_CHARS:
         raise UserError(
-            f"{source}: {len(class_prompts)} classes × {width:,} distinct captions (the largest "
-            f"class's), the longest {longest:,} characters, is more than a model holds (at most "
-            f"{MAX_TABLE_CAPTIONS:,} captions in all, each at most {MAX_CAPTION_CHARS:,} "
+            f"{source}: {distinct:,} distinct captions, {len(class_prompts)} classes × {width:,} "
+            f"(the largest class's), the longest {longest:,} characters, is more than a model "
+            f"holds (at most {MAX_DISTINCT_CAPTIONS:,} distinct captions, "
+            f"{MAX_TABLE_CAPTIONS:,} in the table, each at most {MAX_CAPTION_CHARS:,} "
             "characters): caption with fewer distinct texts or split the data."
         )
 

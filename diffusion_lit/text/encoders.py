@@ -12,7 +12,6 @@ from diffusion_lit.errors import UserError, first_line, show
 from diffusion_lit.text.embedding import TextEmbedding
 
 log = logging.getLogger(__name__)
-FIELDS = ("pooled", "tokens", "mask")
 
 CLIP_VOCAB_SIZE = 49408
 
@@ -60,20 +59,32 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: list[str], batch_size: int = 256) -> TextEmbedding:
-        """Every prompt's embedding, ``batch_size`` prompts a pass (so memory is bounded by the
-        batch, not by the number of prompts); a prompt longer than the encoder reads is
-        truncated, with a warning."""
+        """Every prompt's embedding, ``batch_size`` prompts a pass, each pass written into the
+        result (so memory is the result's and a batch's, whatever the number of prompts); a
+        prompt longer than the encoder reads is truncated, with a warning."""
         if not prompts:
             raise UserError("No prompts given: pass at least one non-empty prompt.")
         if not all(prompt.strip() for prompt in prompts):
             raise UserError("Empty prompt: every prompt needs some text.")
-        parts = [self._encode(prompts[i : i + batch_size])
-                 for i in range(0, len(prompts), batch_size)]  # fmt: skip
-        if len(parts) == 1:
-            return parts[0]
-        length = max(part.tokens.shape[1] for part in parts)
-        parts = [part.padded(length) for part in parts]
-        return TextEmbedding(*(torch.cat([getattr(p, f) for p in parts]) for f in FIELDS))
+        if len(prompts) <= batch_size:
+            return self._encode(prompts)
+        lengths = self.tokenizer(prompts, truncation=True, max_length=self.max_length,
+                                 return_length=True)["length"]  # fmt: skip
+        result = None
+        for i in range(0, len(prompts), batch_size):
+            part = self._encode(prompts[i : i + batch_size])
+            if result is None:
+                total, longest = len(prompts), max(lengths)
+                result = TextEmbedding(
+                    part.pooled.new_zeros(total, *part.pooled.shape[1:]),
+                    part.tokens.new_zeros(total, longest, *part.tokens.shape[2:]),
+                    part.mask.new_zeros(total, longest),
+                )
+            n, length = len(part), part.tokens.shape[1]
+            result.pooled[i : i + n] = part.pooled
+            result.tokens[i : i + n, :length] = part.tokens
+            result.mask[i : i + n, :length] = part.mask
+        return result
 
     def _encode(self, prompts: list[str]) -> TextEmbedding:
         batch = self.tokenizer(

@@ -35,8 +35,8 @@ class NearestPrompt:
 
 def nearest_prompts(prompts: list[str], text: TextEmbedding, bank: PromptBank):
     """The :class:`NearestPrompt` of each prompt, whose embeddings are ``text``."""
-    similarity, index = most_similar(text.pooled, bank.flat())
-    trained = bank.prompts
+    similarity, index = most_similar(text.pooled, bank.pooled)
+    trained = bank.texts
     return [
         NearestPrompt(p, trained[i], s, p in bank.index)
         for p, i, s in zip(prompts, index.tolist(), similarity.tolist(), strict=True)
@@ -46,8 +46,8 @@ def nearest_prompts(prompts: list[str], text: TextEmbedding, bank: PromptBank):
 def nearest_of(text: TextEmbedding, bank: PromptBank, candidates: list[str]) -> list[str]:
     """For each embedding of ``text``, the most similar of the training prompts
     ``candidates``."""
-    where = [bank.index[c] for c in candidates]
-    pooled = torch.stack([bank.pooled[c, k] for c, k in where])
+    rank = {t: i for i, t in enumerate(bank.texts)}
+    pooled = bank.pooled[torch.tensor([rank[c] for c in candidates], dtype=torch.long)]
     _, index = most_similar(text.pooled, pooled)
     return [candidates[i] for i in index.tolist()]
 

@@ -6,6 +6,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import AveragedModel
 
 from diffusion_lit import checks
+from diffusion_lit.text.prompt_bank import PromptBank
 
 
 class WarmupEMAModel(AveragedModel):
@@ -20,9 +21,16 @@ class WarmupEMAModel(AveragedModel):
     def __init__(self, model: torch.nn.Module, decay: float, **kwargs):
         super().__init__(model, **kwargs)
         self.decay = decay
+        # the prompt bank is fixed while training: the copy shares the model's, instead of
+        # holding (and averaging, every step) a second copy of every caption's encoding
+        for name, module in model.named_modules():
+            if isinstance(module, PromptBank):
+                parent, _, attr = name.rpartition(".")
+                setattr(self.module.get_submodule(parent), attr, module)
 
     def _tensors(self, model: torch.nn.Module) -> list[torch.Tensor]:
-        buffers = list(model.buffers()) if self.use_buffers else []
+        fixed = {id(b) for m in model.modules() if isinstance(m, PromptBank) for b in m.buffers()}
+        buffers = [b for b in model.buffers() if id(b) not in fixed] if self.use_buffers else []
         return [*model.parameters(), *buffers]
 
     @torch.no_grad()

@@ -89,7 +89,7 @@ class DiffusionModule(L.LightningModule):
         self.replay: Replay | None = None
 
     def encode_prompts(self, encoder: TextEncoder) -> None:
-        """Encode every training prompt once; the result is saved with the weights."""
+        """Encode every distinct training prompt once; the result is saved with the weights."""
         self.prompts.fill(encoder)
 
     def caption_text(
@@ -103,7 +103,7 @@ class DiffusionModule(L.LightningModule):
         with ``text_noise`` = σ > 0, each vector gets Gaussian noise of σ times its own norm
         (conditioning augmentation, as StackGAN's and Imagen's): the network then sees a
         neighbourhood of each prompt, not a point, which should carry over to phrasings near it."""
-        width = self.prompts.pooled.shape[1] if rows is None else rows.shape[1]
+        width = self.prompts.where.shape[1] if rows is None else rows.shape[1]
         drawn = torch.randint(width, labels.shape, device=labels.device, generator=generator)
         positions = drawn if rows is None else rows.gather(1, drawn[:, None])[:, 0]
         text = self.prompts.lookup(labels, positions)
