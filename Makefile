@@ -8,7 +8,7 @@ ARGS ?=
 # the newest run's last checkpoint, for `make sample`
 CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
-.PHONY: setup train test test-fast sample evaluate demo bench lint fashion-mnist emoji clean
+.PHONY: setup train test test-fast sample evaluate demo bench lint docs fashion-mnist emoji clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# the pages of docs/ as a static site in site/ (offline); the pages read as they are on GitHub too
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 sample: $(STAMP)
 	@test -n "$(CKPT)" || { echo "No checkpoint under outputs/runs/: run 'make train' first or pass CKPT=<path>"; exit 1; }

@@ -1,7 +1,7 @@
 """Does the model follow the words of its captions? Each variant of the quickstart's caption
 recipe trains with each seed and is judged by the evaluation: class accuracy, FID ÷ real-vs-real
 and diversity (the default prompts), held-out phrasings, and for each attribute the AUC of
-"high" over "low" words (README: Captions) on the trained class × word combinations, on the
+"high" over "low" words (docs/data.md: Captions) on the trained class × word combinations, on the
 held-out ones and on other words — each at every ``--attribute-scales`` (the scale of the words
 beyond the class; 1.5, the guidance scale, is plain guidance), a request read from its own text
 embedding and as its nearest training caption. A class-prompt model (``--baseline``: no

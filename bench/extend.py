@@ -1,4 +1,4 @@
-"""Extending a trained model without forgetting (README: Extending a model). A base model trained on
+"""Extending a trained model without forgetting (docs/extending.md). A base model trained on
 some of the classes (digits 0–7, or Fashion-MNIST's first 8), then the rest (8 and 9, or bag and
 ankle boot) added by each mode — every weight with generated replay (the base's predictions
 distilled on its samples, or plain: the drawn noise as their targets), with the old classes' real

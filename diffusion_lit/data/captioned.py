@@ -46,7 +46,7 @@ class CaptionedFolder(Dataset):
         if len(found) != 1:
             raise UserError(
                 f"{self.root} needs one caption file, {METADATA[0]} or {METADATA[1]} (with "
-                f"file_name and text), and has {len(found) or 'none'}; see README: Captions."
+                f"file_name and text), and has {len(found) or 'none'}; see docs/data.md: Captions."
             )
         captions = read_metadata(found[0], self.root)
         images = _images(self.root)
