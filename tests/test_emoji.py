@@ -58,13 +58,31 @@ def test_a_package_gives_each_emoji_and_skin_tone_with_its_captions(tmp_path):
     data = Emoji(tmp_path)
     assert data.classes == ["hand-fingers", "heart", "plant-flower"] and len(data) == 8
     assert data.captions[1] == ["red heart", "heart", "red heart, Google style"]
-    assert data.captions[3] == ["thumbs up sign: dark skin tone", "thumbs up sign with dark skin",
-                                "thumbs up sign: dark skin tone, Google style"]  # fmt: skip
+    assert data.captions[3] == [  # the name alone, with its tone, its style, both
+        "thumbs up sign", "+1", "thumbsup", "thumbs up sign: dark skin tone",
+        "thumbs up sign with dark skin", "thumbs up sign, Google style",
+        "thumbs up sign: dark skin tone, Google style",
+    ]  # fmt: skip
     assert data.captions[4][-1] == "tulip, Twitter style"
+    assert data.words["tone"][3] == "dark" and data.words["style"][4] == "twitter"
     image, label = data[0]
     pixels = np.asarray(image)
     assert image.mode == "RGB" and data.classes[label] == "plant-flower"
     assert (pixels[:, 6:] == 255).all() and (pixels[:, :2] == (200, 0, 30)).all()  # on white
+
+
+def test_a_held_out_pair_is_never_said_and_a_name_no_emoji_has_is_one_line(tmp_path):
+    package(tmp_path)
+    package(tmp_path, "twitter")
+    data = Emoji(tmp_path, heldout={"dark": ["thumbs up sign"], "twitter": ["TULIP"]})
+    said = {c for captions in data.captions for c in captions}
+    assert not any("dark" in c for c in said) and "tulip, Twitter style" not in said
+    assert "thumbs up sign, Twitter style" in said and "tulip, Google style" in said
+    assert data.words["tone"].count("dark") == 2  # the images are still there
+    with pytest.raises(UserError, match="no emoji of the packages is called: 'tullip'"):
+        Emoji(tmp_path, heldout={"twitter": ["tullip"]})
+    with pytest.raises(UserError, match="must map skin tones"):
+        Emoji(tmp_path, heldout={"purple": ["tulip"]})
 
 
 def hostile(name: str, kind=tarfile.REGTYPE, data: bytes | None = b"x", link: str = ""):
@@ -118,9 +136,11 @@ def test_data_emoji_trains_on_some_subcategories(tmp_path):
     overrides = [o for o in TINY if not o.startswith("data")]
     cfg = compose_train([*overrides, "data=emoji", f"data.root={tmp_path / 'emoji'}",
                          "data.image_size=8", "data.batch_size=4", "data.val_fraction=0.3",
-                         "data.classes=[heart,hand-fingers]", "data.vendors=[google]"],
+                         "data.classes=[heart,hand-fingers]", "data.vendors=[google]",
+                         "~data.heldout", "+data.heldout={dark: [thumbs up sign]}"],
                         tmp_path / "run")  # fmt: skip
     _, objects = train(cfg)
     spec = objects["module"].spec
     assert spec.class_names == ["heart", "hand-fingers"] and spec.net["in_channels"] == 3
-    assert "thumbs up sign: dark skin tone, Google style" in spec.class_prompts[1]
+    assert "thumbs up sign, Google style" in spec.class_prompts[1]
+    assert not any("dark" in c for c in spec.class_prompts[1])  # held out

@@ -7,8 +7,11 @@ straight from the tarballs, as a stranger's archives: only regular members named
 ``package/`` (no ``..``, no absolute path, no link), each within a size bound read before it
 is, every image's dimensions checked before it is decoded. RGBA is composited on white. The class
 is the subcategory (``plant-flower``, ``heart``, ``country-flag``); each image is captioned with
-its name and short names, its skin tone and its artist's style ("thumbs up: dark skin tone,
-Twitter style"). Apple's and Facebook's packages are not read: their licences do not allow it."""
+its name and short names, and with captions that add its skin tone, its artist's style or both
+("thumbs up: dark skin tone", "thumbs up, Twitter style", "thumbs up: dark skin tone, Twitter
+style"), so a request may say either or leave it out; ``heldout`` names concept × tone and
+concept × style pairs no caption says, to judge composition on. Apple's and Facebook's packages
+are not read: their licences do not allow it."""
 
 import io
 import json
@@ -18,7 +21,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -28,6 +31,7 @@ from diffusion_lit import files
 from diffusion_lit.errors import UserError, first_line
 
 VENDORS = {"google": "Google", "twitter": "Twitter"}  # the packages whose licences allow it
+STYLES = {"google": "Google style", "twitter": "Twitter style"}
 LICENCES = {"google": "Noto Emoji, Apache-2.0", "twitter": "Twemoji, CC-BY 4.0"}
 TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark",
          "1F3FF": "dark"}  # fmt: skip
@@ -119,6 +123,7 @@ class Emoji(Dataset):
         self,
         root: str | Path,
         vendors: tuple[str, ...] = ("google", "twitter"),
+        heldout: dict[str, list[str]] | None = None,
         transform: Callable | None = None,
     ):
         self.root, self.transform = Path(root), transform
@@ -128,20 +133,33 @@ class Emoji(Dataset):
                 f"data.vendors={list(vendors)}: the emoji packages read are "
                 f"{', '.join(VENDORS)} (Apple's and Facebook's licences do not allow training)."
             )
+        heldout = _pairs(heldout)
         self.images, self.captions, names = [], [], []
+        self.words: dict[str, list[str | None]] = {"tone": [], "style": []}
+        self.concepts: list[str] = []
         for vendor in vendors:
             path = tarball(self.root, vendor)
             entries, pngs = read_members(path, vendor)
-            style = f"{VENDORS[vendor]} style"
             for entry in entries:
-                for image, caption in _variants(entry):
+                for image, name, shorts, tone in _variants(entry):
                     if image not in pngs:
                         continue
                     self.images.append(rgb_on_white(pngs[image], f"{path}: {image}"))
-                    self.captions.append([*caption, f"{caption[0]}, {style}"])
+                    said = {w for w in (tone, vendor) if w and (name, w) not in heldout}
+                    self.captions.append(captions(name, shorts, tone, vendor, said))
+                    self.concepts.append(name)
+                    self.words["tone"].append(tone)
+                    self.words["style"].append(vendor)
                     names.append(str(entry.get("subcategory") or "other"))
         if not self.images:
             raise UserError(f"The packages in {self.root} hold no emoji images; {FIX}.")
+        missing = sorted({n for n, _ in heldout} - set(self.concepts))
+        if missing:
+            raise UserError(
+                f"data.heldout names what no emoji of the packages is called: "
+                f"{', '.join(map(repr, missing))} (names as the captions say them, e.g. "
+                f"{self.concepts[0]!r})."
+            )
         self.classes = sorted(set(names))
         self.targets = [self.classes.index(n) for n in names]
 
@@ -154,16 +172,50 @@ class Emoji(Dataset):
 
 
 def _variants(entry: dict):
-    """(image file, its captions) of an emoji — its name, then its short names — and of each
-    of its skin tones ("thumbs up: dark skin tone", "thumbs up with dark skin")."""
+    """(image file, name, short names, skin tone or None) of an emoji and of each of its skin
+    tones."""
     name = words(entry.get("name") or (entry.get("short_names") or ["emoji"])[0])
     shorts = [words(s) for s in entry.get("short_names") or [] if words(s) != name][:4]
     if isinstance(entry.get("image"), str):
-        yield entry["image"], [name, *shorts]
+        yield entry["image"], name, shorts, None
     for code, variant in (entry.get("skin_variations") or {}).items():
         tone = TONES.get(str(code).upper())
         if tone and isinstance(variant, dict) and isinstance(variant.get("image"), str):
-            yield variant["image"], [f"{name}: {tone} skin tone", f"{name} with {tone} skin"]
+            yield variant["image"], name, shorts, tone
+
+
+def captions(name: str, shorts: list[str], tone: str | None, vendor: str, said: set) -> list[str]:
+    """An emoji image's captions: its name and short names, then its skin tone and its style
+    (``vendor``'s) each alone and together, as far as ``said`` holds them (a held-out pair's
+    word is never said)."""
+    found = [name, *shorts]
+    if tone in said:
+        found += [f"{name}: {tone} skin tone", f"{name} with {tone} skin"]
+    if vendor in said:
+        found.append(f"{name}, {STYLES[vendor]}")
+    if tone in said and vendor in said:
+        found.append(f"{name}: {tone} skin tone, {STYLES[vendor]}")
+    return found
+
+
+def _pairs(heldout) -> set[tuple[str, str]]:
+    """``heldout`` (a tone or vendor → emoji names) as (name, word) pairs, checked."""
+    known = [*TONES.values(), *VENDORS]
+    if heldout is None:
+        return set()
+    if not isinstance(heldout, Mapping) or not all(
+        w in known
+        and isinstance(ns, Sequence)
+        and not isinstance(ns, str)
+        and all(isinstance(n, str) for n in ns)
+        for w, ns in heldout.items()
+    ):
+        raise UserError(
+            f"data.heldout={heldout!r} must map skin tones ({', '.join(TONES.values())}) or "
+            f"vendors ({', '.join(VENDORS)}) to emoji names: e.g. {{dark: [thumbs up sign], "
+            "twitter: [tulip]}."
+        )
+    return {(n, w) for w, ns in heldout.items() for n in map(words, ns)}
 
 
 def fetch(folder: Path, vendors=tuple(VENDORS)) -> list[Path]:
