@@ -27,7 +27,7 @@ from diffusion_lit.text.nearest import (
     substitution_notes,
     unfamiliar_notes,
 )
-from diffusion_lit.text.reading import Reading, RequestReader
+from diffusion_lit.text.reading import Reading, RequestReader, whole
 
 
 def slugify(prompt: str) -> str:
@@ -88,6 +88,11 @@ class Generated:
             read = {r.prompt: r for r in self.readings if r.caption != r.prompt}
             return [r.note() for r in read.values()]
         return substitution_notes(self.found, self.options.nearest_prompt)
+
+
+# at most this many captions a list of a model's captions shows (prompts=list, the page): every
+# caption of a model of ten classes, a few of each class of the emoji's thousands
+LISTED = 1_000
 
 
 class TextToImage:
@@ -154,9 +159,39 @@ class TextToImage:
             for name, prompts in self.training_prompts.items()
         }
 
-    def vocabulary(self) -> list[str]:
-        """What the model was trained to draw, a line a class and then a line an attribute."""
-        lines = [f"{name}: " + " | ".join(ps) for name, ps in self.class_prompts.items()]
+    def listed(self, search: str | None = None) -> dict[str, tuple[list[str], int]]:
+        """Each class's captions that name no attribute, as a list shows them: every one while
+        the model has at most :data:`LISTED` of them, else a few of each class (a model of
+        thousands of captions); with ``search``, those that say each of its words, at most
+        :data:`LISTED` in all. Class name → (the captions shown, how many it has or matched)."""
+        found = self.class_prompts
+        if search is not None:
+            wanted = [whole(w) for w in search.split()]
+            found = {name: [p for p in ps if all(w.search(p.lower()) for w in wanted)]
+                     for name, ps in found.items()}  # fmt: skip
+            found = {name: ps for name, ps in found.items() if ps}
+        total = sum(map(len, found.values()))
+        if search is None and total > LISTED:
+            return {name: (ps[:3], len(ps)) for name, ps in found.items()}
+        shown, left = {}, LISTED
+        for name, ps in found.items():
+            shown[name], left = (ps[: max(left, 0)], len(ps)), left - len(ps)
+        return shown
+
+    def vocabulary(self, search: str | None = None) -> list[str]:
+        """What the model was trained to draw (:meth:`listed`), a line a class and then a line
+        an attribute."""
+        listed = self.listed(search)
+        lines = [
+            f"{name}: " + " | ".join(ps) + (f" … ({n} in all)" if len(ps) < n else "")
+            for name, (ps, n) in listed.items()
+        ]
+        if search is not None and not listed:
+            lines.append(f"No training caption says {search!r}.")
+        elif any(len(ps) < n for ps, n in listed.values()):
+            lines.append("(a few of each class's captions: search them with "
+                         "prompts=list search='<words>')" if search is None else
+                         "(narrow the search to see the rest)")  # fmt: skip
         lines += [f"{attribute}: " + ", ".join(ws) for attribute, ws in self.attributes.items()]
         if self.attributes:
             example = self.training_prompts[self.spec.class_names[-1]][-1]

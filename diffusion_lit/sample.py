@@ -20,7 +20,8 @@ def sample(cfg: DictConfig) -> Path | None:
     adapters = checks.paths("adapters", cfg.get("adapters"))
     weights = cfg.get("adapter_weights")
     if cfg.prompts == "list":
-        return list_prompts(ckpt_path, use_ema, adapters, weights)
+        search = checks.text("search", cfg.get("search"), optional=True)
+        return list_prompts(ckpt_path, use_ema, adapters, weights, search)
     options = SamplingOptions.from_config(cfg)
     device = checks.device("device", cfg.device)
     num_images = checks.integer("num_images", cfg.num_images, 1, 100_000)
@@ -41,12 +42,17 @@ def sample(cfg: DictConfig) -> Path | None:
 
 
 def list_prompts(
-    ckpt_path: Path, use_ema: bool = True, adapters: list[Path] = (), weights=None
+    ckpt_path: Path,
+    use_ema: bool = True,
+    adapters: list[Path] = (),
+    weights=None,
+    search: str | None = None,
 ) -> None:
     """``prompts=list``: prints what the model was trained to draw: each class's prompts, a
-    class a line, and the words of each attribute its captions name."""
+    class a line (a few of each for a model of thousands; ``search``: those that say its
+    words), and the words of each attribute its captions name."""
     pipe = TextToImage.from_checkpoint(ckpt_path, "cpu", use_ema, adapters, weights)
-    print("\n".join(pipe.vocabulary()))
+    print("\n".join(pipe.vocabulary(search)))
 
 
 @cli.command("sample")

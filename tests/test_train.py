@@ -346,6 +346,30 @@ def test_sample_cli_lists_what_the_model_can_draw(trained_run, capsys):
     assert lines[6].startswith("six: Draw a six | a handwritten six") and "| 6" in lines[6]
 
 
+def test_a_list_of_many_captions_shows_a_few_of_each_class_and_searches_them(
+    trained_run, capsys, monkeypatch
+):
+    """A model of thousands of captions (here: more than the bound, lowered) lists a few of
+    each class, says how many it has, and finds the captions that say some words."""
+    import diffusion_lit.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "LISTED", 50)
+    run_dir, _, _ = trained_run
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        summary = compose("sample", overrides=[f"ckpt_path={ckpt}", "prompts=list"])
+        search = compose("sample", overrides=[f"ckpt_path={ckpt}", "prompts=list",
+                                              "search='6 Scribbled'"])  # fmt: skip
+    sample(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 11 and lines[6].endswith("… (32 in all)") and "search=" in lines[-1]
+    assert lines[6].count(" | ") == 2  # three of them
+    sample(search)
+    assert capsys.readouterr().out.splitlines() == ["six: a scribbled 6"]  # each word, any order
+    pipe = TextToImage.from_checkpoint(ckpt, "cpu")
+    assert pipe.vocabulary("zebra") == ["No training caption says 'zebra'."]
+
+
 def test_the_run_says_how_long_it_will_take_a_few_steps_in(tiny_cfg, caplog):
     """Steps left × the measured seconds a step: 8 steps in all, measured over steps 2–4."""
     from diffusion_lit.train import train

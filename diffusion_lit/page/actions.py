@@ -176,8 +176,12 @@ def prompt_lines(text: str) -> list[str]:
 
 
 def vocabulary(pipe: TextToImage) -> str:
-    """What the model was trained to draw, as markdown: a line per class, then per attribute."""
-    lines = [f"- **{name}**: " + " · ".join(ps) for name, ps in pipe.class_prompts.items()]
+    """What the model was trained to draw, as markdown: a line per class (a few of each class's
+    captions for a model of thousands), then per attribute."""
+    lines = [
+        f"- **{name}**: " + " · ".join(ps) + (f" … ({n} in all)" if len(ps) < n else "")
+        for name, (ps, n) in pipe.listed().items()
+    ]
     lines += [f"- *{name}*: " + " · ".join(ws) for name, ws in pipe.attributes.items()]
     return "\n".join(lines)
 
