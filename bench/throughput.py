@@ -1,8 +1,8 @@
 """Training throughput, measured side by side in one run:
 
 1. this project's Lightning training vs a plain PyTorch loop of the same model, data and batch
-   (the framework overhead), for both UNets at the quickstart, Fashion-MNIST and seed-MNIST
-   sizes, eager vs bf16-mixed vs channels_last vs torch.compile;
+   (the framework overhead), for both UNets at the quickstart, Fashion-MNIST, emoji (RGB at
+   32 px) and seed-MNIST (RGB at 56 px) sizes, eager vs bf16-mixed vs channels_last vs torch.compile;
 2. the peer: diffusers' UNet2DConditionModel at a size comparable to the enhanced UNet, in the
    same plain loop, with parameter counts.
 
@@ -28,6 +28,8 @@ SIZES = {  # name: data/model overrides (the seed-MNIST batch is cut on CPU to k
                           "model.base_channels=32", "model.time_dim=64"],
     "Fashion-MNIST 28px×1": ["data.image_size=28", "data.channels=1", "data.batch_size=128",
                              "model.base_channels=48", "model.time_dim=128"],
+    "emoji 32px×3": ["data.image_size=32", "data.channels=3", "data.batch_size=64",
+                     "model.base_channels=64", "model.time_dim=128"],
     "seed-MNIST 56px×3": ["data.image_size=56", "data.channels=3",
                           f"data.batch_size={16 if CPU else 128}",
                           "model.base_channels=64", "model.time_dim=128"],
