@@ -128,6 +128,17 @@ def test_seed_experiments_reproduce_the_seed_configuration(experiment, tmp_path)
     assert cfg.trainer.gradient_clip_val is None
 
 
+def test_the_emoji_experiment_is_the_seeds_enhanced_unet_in_rgb_with_its_held_out_pairs(
+    tmp_path,
+):
+    cfg = compose_train(["experiment=emoji"], run_dir=tmp_path)
+    assert cfg.model._target_ == "diffusion_lit.models.TextGuidedUNet" and cfg.model.cross_attention
+    assert cfg.data.channels == 3 and cfg.data.image_size == 32 and not cfg.data.hflip
+    assert cfg.data.dataset._target_ == "diffusion_lit.data.emoji.Emoji"
+    assert "thumbs up sign" in cfg.data.heldout.dark and "tulip" in cfg.data.heldout.twitter
+    assert cfg.trainer.max_time == "00:01:00:00"
+
+
 def test_quickstart_experiment_runs_on_cpu_with_digits(tmp_path):
     from diffusion_lit.diffusion.guidance import Guidance
     from diffusion_lit.training.config import own_guidance

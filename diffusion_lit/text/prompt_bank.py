@@ -11,9 +11,9 @@ from diffusion_lit.text.encoders import TextEncoder
 
 # The token states of a model's distinct prompts are saved with its weights up to this size
 # (the digits and Fashion-MNIST models' take 9 and 20 MB: they draw their own prompts without
-# their encoder);
-# beyond, only the pooled vectors are saved and the text encoder encodes a prompt's tokens
-# again when it is drawn, so that a model of thousands of captions stays the size of its weights.
+# their encoder); beyond, only the pooled vectors are saved and the text encoder encodes a
+# prompt's tokens again when it is drawn, so that a model of thousands of captions stays the
+# size of its weights (the emoji's 12,968 captions would take 420 MB).
 MAX_SAVED_TOKEN_BYTES = 32 * 2**20
 
 
