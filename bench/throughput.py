@@ -2,7 +2,8 @@
 
 1. this project's Lightning training vs a plain PyTorch loop of the same model, data and batch
    (the framework overhead), for both UNets at the quickstart, Fashion-MNIST, emoji (RGB at
-   32 px) and seed-MNIST (RGB at 56 px) sizes, eager vs bf16-mixed vs channels_last vs torch.compile;
+   32 px) and seed-MNIST (RGB at 56 px) sizes, eager vs bf16-mixed vs channels_last vs
+   torch.compile;
 2. the peer: diffusers' UNet2DConditionModel at a size comparable to the enhanced UNet, in the
    same plain loop, with parameter counts.
 
