@@ -52,6 +52,7 @@ from diffusion_lit.models import SimpleUNet, TextGuidedUNet
 from diffusion_lit.models.lora import add_lora, target_modules
 from diffusion_lit.text import CLIPEncoder, MiniLMEncoder, PromptBank, TextEncoder
 from diffusion_lit.text.captions import MAX_CAPTION_CHARS, check_table
+from diffusion_lit.text.templates import padded
 
 SPEC_VERSION = 5
 READABLE = (1, 2, 3, 4, 5)
@@ -215,12 +216,6 @@ def compact(table: list[list[str]]) -> list[list[str]]:
     would not give it back."""
     rows = [list(dict.fromkeys(row)) for row in table]
     return rows if padded(rows) == table else [list(row) for row in table]
-
-
-def padded(rows: list[list[str]]) -> list[list[str]]:
-    """Each class's captions repeated in order up to the longest row's length: the table."""
-    width = max(map(len, rows))
-    return [[row[i % len(row)] for i in range(width)] for row in rows]
 
 
 def read_classes(names, prompts, source: str) -> tuple[list[str], list[list[str]]]:

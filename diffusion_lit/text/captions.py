@@ -16,7 +16,7 @@ import numpy as np
 
 from diffusion_lit import checks
 from diffusion_lit.errors import BadValue, UserError
-from diffusion_lit.text.templates import class_names_of, class_prompts
+from diffusion_lit.text.templates import class_names_of, class_prompts, padded
 
 # Bounds on what a folder's captions or a model file can make a model hold: every distinct
 # caption is encoded and kept while training (a few hundred floats per token; a text encoder
@@ -145,8 +145,7 @@ def described(
                     kind.setdefault(text, (named, combo))
         per_class.append(list(captions))
         kinds.append(kind)
-    width = max(map(len, per_class))
-    table = [[p[i % len(p)] for i in range(width)] for p in per_class]
+    table = padded(per_class)
     used = {a.name: a.known_words or _values_of(a, words) for a in attributes}
     if words is None or labels is None:
         return CaptionTable(table, attributes=used)
@@ -181,8 +180,7 @@ def _even(groups: list[list[int]], weights: list[int]) -> list[int]:
 
 
 def _pad(rows: list[list[int]]) -> np.ndarray:
-    width = max(map(len, rows))
-    return np.array([[r[i % len(r)] for i in range(width)] for r in rows], dtype=np.int32)
+    return np.array(padded(rows), dtype=np.int32)
 
 
 def _check(classes, templates, attributes, caption_templates, heldout) -> None:
@@ -215,8 +213,7 @@ def from_image_captions(
     per_class_list = [list(p) or [cls] for p, cls in zip(per_class, classes, strict=True)]
     check_table(per_class_list, "the captions")
     index = [{t: k for k, t in enumerate(p)} for p in per_class_list]
-    width = max(map(len, per_class_list))
-    table = [[p[i % len(p)] for i in range(width)] for p in per_class_list]
+    table = padded(per_class_list)
     rows = [[index[c][t] for t in texts] for texts, c in zip(captions, labels, strict=True)]
     return CaptionTable(table, _pad(rows))
 
@@ -265,6 +262,8 @@ def merged(
             for c, row in zip(where, table.class_prompts, strict=True)
         ]
         remaps.append(Remap(where, positions))
-    width = max(map(len, per_class))
-    rows = [[p[i % len(p)] for i in range(width)] for p in per_class]
-    return names, CaptionTable(rows, attributes={k: list(v) for k, v in attributes.items()}), remaps
+    return (
+        names,
+        CaptionTable(padded(per_class), attributes={k: list(v) for k, v in attributes.items()}),
+        remaps,
+    )

@@ -46,8 +46,7 @@ def nearest_prompts(prompts: list[str], text: TextEmbedding, bank: PromptBank):
 def nearest_of(text: TextEmbedding, bank: PromptBank, candidates: list[str]) -> list[str]:
     """For each embedding of ``text``, the most similar of the training prompts
     ``candidates``."""
-    rank = {t: i for i, t in enumerate(bank.texts)}
-    pooled = bank.pooled[torch.tensor([rank[c] for c in candidates], dtype=torch.long)]
+    pooled = bank.pooled[torch.tensor([bank.rows[c] for c in candidates], dtype=torch.long)]
     _, index = most_similar(text.pooled, pooled)
     return [candidates[i] for i in index.tolist()]
 

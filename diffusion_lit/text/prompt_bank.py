@@ -35,8 +35,7 @@ class PromptBank(nn.Module):
         self.class_names = list(class_names)
         self.class_prompts = [list(p) for p in class_prompts]
         self.texts = list(dict.fromkeys(self.prompts))
-        rank = {t: i for i, t in enumerate(self.texts)}
-        where = [[rank[p] for p in ps] for ps in self.class_prompts]
+        where = [[self.rows[p] for p in ps] for ps in self.class_prompts]
         self.register_buffer("where", torch.tensor(where, dtype=torch.long), persistent=False)
         self.register_buffer("pooled", torch.empty(0, 0))  # (N, D), N = len(texts)
         self.register_buffer("tokens", torch.empty(0, 0, 0))  # (N, L, D)
@@ -64,6 +63,12 @@ class PromptBank(nn.Module):
                 found.setdefault(p, (c, k))
         return found
 
+    @functools.cached_property
+    def rows(self) -> dict[str, int]:
+        """Every distinct training prompt and the row of its encoding (its place in
+        :attr:`texts`)."""
+        return {t: i for i, t in enumerate(self.texts)}
+
     @property
     def holds_tokens(self) -> bool:
         return self.tokens.shape[0] == len(self.texts) > 0
@@ -71,9 +76,7 @@ class PromptBank(nn.Module):
     @torch.no_grad()
     def fill(self, encoder: TextEncoder) -> None:
         """Encodes every distinct prompt once, in the encoder's batches."""
-        self._set(encoder.encode(self.texts))
-
-    def _set(self, emb: TextEmbedding) -> None:
+        emb = encoder.encode(self.texts)
         self.pooled = emb.pooled.to(self.pooled)
         self.tokens = emb.tokens.to(self.tokens)
         self.mask = emb.mask.to(self.mask)
@@ -99,10 +102,10 @@ class PromptBank(nn.Module):
         encoder's, called only when there are any)."""
         bank = PromptBank(class_names, class_prompts, self._encoder[0])
         bank._encoder[1] = self._encoder[1]
-        known = [t for t in bank.texts if t in self.index]
-        new = [t for t in bank.texts if t not in self.index]
-        rank = {t: i for i, t in enumerate(self.texts)}
-        rows = torch.tensor([rank[t] for t in known], dtype=torch.long, device=self.pooled.device)
+        known = [t for t in bank.texts if t in self.rows]
+        new = [t for t in bank.texts if t not in self.rows]
+        rows = torch.tensor([self.rows[t] for t in known], dtype=torch.long,
+                            device=self.pooled.device)  # fmt: skip
         pooled = self.pooled[rows]
         found = self.stored(known) if self.holds_tokens else None
         if new:
@@ -148,15 +151,11 @@ def _take_saved_shapes(bank: PromptBank, state_dict: dict, prefix: str, *args) -
     prompts were encoded) or none; one of format ≤ 4 (a classes × prompts table of encodings,
     (C, K, D)) is read as the encodings of its distinct prompts."""
     pooled = state_dict.get(prefix + "pooled")
-    if pooled is not None and pooled.dim() == 3:
-        first: dict[str, int] = {}
-        for i, p in enumerate(bank.prompts):
-            first.setdefault(p, i)
-        rows = torch.tensor(list(first.values()), dtype=torch.long)
+    if pooled is not None and pooled.dim() == 3:  # each distinct prompt's first cell
+        classes, positions = zip(*(bank.index[t] for t in bank.texts), strict=True)
         for name in ("pooled", "tokens", "mask"):
             if prefix + name in state_dict:
-                saved = state_dict[prefix + name]
-                state_dict[prefix + name] = saved.flatten(0, 1)[rows.to(saved.device)]
+                state_dict[prefix + name] = state_dict[prefix + name][classes, positions]
         pooled = state_dict[prefix + "pooled"]
     if prefix + "tokens" not in state_dict and pooled is not None:
         keep = bank.holds_tokens and bank.pooled.shape == pooled.shape

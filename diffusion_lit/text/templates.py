@@ -60,5 +60,11 @@ def class_prompts(
         [t.format(name=n, Name=n[:1].upper() + n[1:]) for n in names for t in templates]
         for names in class_names_of(class_names, synonyms, where)
     ]
-    width = max(len(p) for p in per_class)
-    return [[p[i % len(p)] for i in range(width)] for p in per_class]
+    return padded(per_class)
+
+
+def padded(rows: list[list]) -> list[list]:
+    """Each row's items repeated in order up to the longest row's length: the classes ×
+    captions table a model keeps (a class's captions, or an image's caption positions)."""
+    width = max(map(len, rows))
+    return [[row[i % len(row)] for i in range(width)] for row in rows]

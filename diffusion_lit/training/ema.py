@@ -29,8 +29,10 @@ class WarmupEMAModel(AveragedModel):
                 setattr(self.module.get_submodule(parent), attr, module)
 
     def _tensors(self, model: torch.nn.Module) -> list[torch.Tensor]:
-        fixed = {id(b) for m in model.modules() if isinstance(m, PromptBank) for b in m.buffers()}
-        buffers = [b for b in model.buffers() if id(b) not in fixed] if self.use_buffers else []
+        if not self.use_buffers:
+            return list(model.parameters())
+        buffers = [b for m in model.modules() if not isinstance(m, PromptBank)
+                   for b in m.buffers(recurse=False)]  # fmt: skip
         return [*model.parameters(), *buffers]
 
     @torch.no_grad()
