@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import OUT, ROOT, SMOKE, config, record
 
-from diffusion_lit.diffusion.samplers import grid_of, noise_level
+from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.modelfile.load import load_model
 
@@ -72,7 +72,8 @@ def judge(
     spacing: str | None = None, eta: float | None = None,
 ) -> dict:  # fmt: skip
     judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
-    grid, noise = grid_of(sampler, spacing), noise_level(sampler, eta)  # the defaults resolved
+    resolved = SamplingOptions(sampler, timestep_spacing=spacing, eta=eta)  # defaults resolved
+    grid, noise = resolved.spacing, resolved.noise_level
     name = f"{sampler}{steps}-{grid}-eta{noise}-w{guidance:g}-i{interval[0]:g}-{interval[1]:g}"
     return evaluate(config([
         f"ckpt_path={ckpt}", f"sampler={sampler}", f"steps={steps}", f"guidance_scale={guidance}",
@@ -104,7 +105,8 @@ def sampler_list(text: str) -> list[tuple[str, int, str | None, float | None]]:
 def label(sampler: str, steps: int, spacing: str | None, eta: float | None = None) -> str:
     """``dpmpp_2m_sde 25 high_noise η=1.5``: the grid where it is not linspace, the noise level
     where the sampler has a non-zero one (the sampler's defaults where None)."""
-    spacing, eta = grid_of(sampler, spacing), noise_level(sampler, eta)
+    resolved = SamplingOptions(sampler, timestep_spacing=spacing, eta=eta)
+    spacing, eta = resolved.spacing, resolved.noise_level
     return (f"{sampler} {steps}" + ("" if spacing == "linspace" else f" {spacing}")
             + ("" if not eta else f" η={eta:g}"))  # fmt: skip
 

@@ -58,36 +58,31 @@ def alpha_uniform(schedule, steps: int) -> torch.Tensor:
     return torch.stack([(alpha - a).abs().argmin() for a in targets]).unique()
 
 
-def with_corrector(eta: float = 1.0):
+class WithCorrector(samplers.DPMSolver2MSDE):
     """DPM-Solver++(2M) SDE (midpoint) at noise level η, as the package's, with a second-order
-    corrector; no history across a change of guidance, as the package's."""
+    corrector: each step is taken again, from where it started, with x̂_0 at both of its ends
+    (no extra network pass). Its state: the last step's start and draw, and the multistep
+    history; the walk drops it across a change of guidance, as the package's."""
 
-    @torch.no_grad()
-    def sample(eps_fn, schedule, x, taus, generator, piece):
-        last, x0_last, lam_last, piece_last = None, None, None, None
-        for i, t, a_t, a_prev in samplers._walk(schedule, x, taus, False, None):
-            x0 = samplers._predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, True)
-            if piece(int(taus[i])) != piece_last:
-                last, x0_last, piece_last = None, None, piece(int(taus[i]))
-            if last is not None:  # the last step again, x̂_0 at both its ends
-                x_s, x0_s, h_s, a_s, z = last
-                u = (1 + eta) * h_s
-                d = -torch.expm1(-u) * x0_s + (1 + torch.expm1(-u) / u) * (x0 - x0_s)
-                x = _step(x_s, a_s, a_t, h_s, eta, d, z)
-            if i == 0:
-                return x0
-            lam = 0.5 * (a_t.log() - (1 - a_t).log())
-            h = 0.5 * (a_prev.log() - (1 - a_prev).log()) - lam
-            phi = -torch.expm1(-(1 + eta) * h)
-            d = phi * x0
-            if x0_last is not None and i > 1:
-                d = d + 0.5 * phi * (x0 - x0_last) * h / (lam - lam_last)
-            z = samplers._noise(x, generator)
-            last, x0_last, lam_last = (x, x0, h, a_t, z), x0, lam
-            x = _step(x, a_t, a_prev, h, eta, d, z)
-        return x
-
-    return sample
+    def step(self, x, eps, jump, state, generator):
+        eta, a_t, a_prev = self.eta, jump.a_t, jump.a_prev
+        x0 = self.x0(x, eps, a_t)
+        last, x0_last, lam_last = state or (None, None, None)
+        if last is not None:  # the last step again, x̂_0 at both its ends
+            x_s, x0_s, h_s, a_s, z = last
+            u = (1 + eta) * h_s
+            d = -torch.expm1(-u) * x0_s + (1 + torch.expm1(-u) / u) * (x0 - x0_s)
+            x = _step(x_s, a_s, a_t, h_s, eta, d, z)
+        if not jump.left:
+            return x0, None
+        lam = samplers._lam(a_t)
+        h = samplers._lam(a_prev) - lam
+        phi = -torch.expm1(-(1 + eta) * h)
+        d = phi * x0
+        if x0_last is not None and jump.left > 1:
+            d = d + 0.5 * phi * (x0 - x0_last) * h / (lam - lam_last)
+        z = samplers._noise(x, generator)
+        return _step(x, a_t, a_prev, h, eta, d, z), ((x, x0, h, a_t, z), x0, lam)
 
 
 def _step(x, a_t, a_prev, h, eta, d, z):
@@ -97,18 +92,22 @@ def _step(x, a_t, a_prev, h, eta, d, z):
     return ratio * (-eta * h).exp() * x + a_prev.sqrt() * d + noise * z
 
 
-def package(name: str, eta: float | None = None):
-    """One of the package's samplers (η: dpmpp_2m_sde's; None: its default), called as the
-    variants are."""
-    fn = samplers.SAMPLERS[name]
+def walk(sampler: samplers.Sampler):
+    """A sampler's walk, called as the rows call it."""
 
     def sample(eps_fn, schedule, x, taus, generator, piece):
-        extra = {"piece": piece} if name.startswith("dpmpp") else {}
-        if name == "dpmpp_2m_sde":
-            extra["eta"] = samplers.noise_level(name, eta)
-        return fn(eps_fn, schedule, x, taus, generator, False, True, None, **extra)
+        return samplers.denoise(sampler, eps_fn, schedule, x, taus, generator, False, piece=piece)
 
     return sample
+
+
+def package(name: str, eta: float | None = None):
+    """One of the package's samplers (η: its noise level; None: its default)."""
+    return walk(samplers.sampler_named(name, eta=eta))
+
+
+def with_corrector(eta: float = 1.0):
+    return walk(WithCorrector(eta))
 
 
 def main() -> None:

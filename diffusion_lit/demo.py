@@ -34,9 +34,10 @@ def demo(cfg: DictConfig, block: bool = True):
     limits = Limits(
         prompts=cfg.max_prompts, images=cfg.max_images, steps=cfg.max_steps,
         evaluations=cfg.max_evaluations, prompt_chars=cfg.max_prompt_chars,
+        upload_bytes=cfg.max_upload_bytes,
     )  # fmt: skip
     app = build_app(ckpt_path, runs_dir, out_dir, device, limits, allow_any_path, concurrency)
-    launch(app, host, port, out_dir, block)
+    launch(app, host, port, out_dir, block, limits.upload_bytes)
     return app
 
 

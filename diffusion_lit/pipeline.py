@@ -15,6 +15,7 @@ from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.model import DiffusionModel, NonFiniteImage
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.samplers import StepCallback
+from diffusion_lit.edit_images import EditInputs, edit_inputs
 from diffusion_lit.errors import UserError
 from diffusion_lit.images import save_grid
 from diffusion_lit.modelfile.load import load_model
@@ -67,13 +68,16 @@ def resolve_device(device: str) -> torch.device:
 class Generated:
     """What :class:`TextToImage` returns: the images, and what it noted on the way."""
 
-    images: torch.Tensor  # (P, N, C, H, W) in [0, 1]: N images for each of the P prompts
+    # (P, N, C, H, W) in [0, 1]: N images for each of the P prompts (an edit: num_images for
+    # each init image, in the inputs' order)
+    images: torch.Tensor
     prompts: list[str]  # as asked
     drawn_as: list[str]  # what each prompt was drawn as: itself or its nearest training prompt
     guidance: Guidance  # what it sampled with: the options' or the model's own
     options: SamplingOptions  # what it sampled with (the model's own reading where not given)
     found: list[NearestPrompt] = field(default_factory=list)  # each prompt's nearest, if read
     readings: list[Reading] = field(default_factory=list)  # how requests were read, if they were
+    edited: EditInputs | None = None  # what an edit started from (init images, mask)
 
     @property
     def unfamiliar(self) -> list[str]:
@@ -84,11 +88,15 @@ class Generated:
     def substitutions(self) -> list[str]:
         """A line for each prompt drawn as another: how it was read (its class and words), or
         its nearest training prompt."""
+        edit = [self.edited.note] if self.edited is not None and self.edited.note else []
         if self.readings:
             read = {r.prompt: r for r in self.readings if r.caption != r.prompt}
-            return [r.note() for r in read.values()]
-        return substitution_notes(self.found, self.options.nearest_prompt)
+            return edit + [r.note() for r in read.values()]
+        return edit + substitution_notes(self.found, self.options.nearest_prompt)
 
+
+# images per prompt where none is asked for: a grid's row (an edit: one per picture)
+IMAGES_PER_PROMPT = 16
 
 # at most this many captions a list of a model's captions shows (prompts=list, the page): every
 # caption of a model of ten classes, a few of each class of the emoji's thousands
@@ -240,6 +248,8 @@ class TextToImage:
         prompts: list[str] | None = None,
         num_images: int = 1,
         *,
+        init_images=None,
+        mask=None,
         options: SamplingOptions | None = None,
         progress: bool = True,
         callback: StepCallback | None = None,
@@ -250,8 +260,15 @@ class TextToImage:
         defaults are the sample CLI's; guidance left None is the model's own) with ``changes``
         to them by name: ``pipe(prompts, sampler="ddim", steps=50)``. The same seed and batch
         size give the same images. ``callback(done, total)`` runs after every denoising step of
-        every batch (steps counted over all batches); raising in it stops the sampling."""
+        every batch (steps counted over all batches); raising in it stops the sampling.
+
+        An edit: ``init_images`` (a picture's path, a folder, a list of paths or PIL images, or
+        a tensor (M, C, H, W) in [0, 1]) are noised to ``strength`` and denoised with each
+        prompt (image-to-image; ``num_images`` for each of them, in their order); with a
+        ``mask`` (white: redraw, black: keep exactly), only the white part is redrawn
+        (inpainting)."""
         options = (options or SamplingOptions()).replace(**changes)
+        edit = self.edit_inputs(init_images, mask, options)
         prompts = self.default_prompts if prompts is None else list(prompts)
         if not prompts:
             raise UserError("The prompt list is empty: give at least one prompt.")
@@ -267,15 +284,39 @@ class TextToImage:
         drawn = [r.caption for r in readings] or [f.drawn_as(nearest) for f in found]
         text = text if drawn == prompts else self.embed(drawn)
         base = self.class_only(drawn, text, options)
-        text = text.map(lambda z: z.repeat_interleave(num_images, dim=0))
-        base = base and base.map(lambda z: z.repeat_interleave(num_images, dim=0))
+        per_prompt = num_images * (1 if edit is None else len(edit.images))
+        text = text.map(lambda z: z.repeat_interleave(per_prompt, dim=0))
+        base = base and base.map(lambda z: z.repeat_interleave(per_prompt, dim=0))
+        init = None
+        if edit is not None:  # prompt by prompt, each init image num_images times
+            init = edit.images.repeat_interleave(num_images, dim=0).repeat(len(prompts), 1, 1, 1)
         try:
-            images, guidance = self.model.generate(text, options, progress, callback, base)
+            images, guidance = self.model.generate(
+                text, options, progress, callback, base, init, edit and edit.mask
+            )
         except NonFiniteImage as err:  # named by its prompt
-            prompt = prompts[err.image // num_images]
+            prompt = prompts[err.image // per_prompt]
             raise NonFiniteImage(err.image, err.step, err.steps, prompt) from None
-        images = images.view(len(prompts), num_images, *images.shape[1:])
-        return Generated(images, prompts, drawn, guidance, options, found, readings)
+        images = images.view(len(prompts), per_prompt, *images.shape[1:])
+        return Generated(images, prompts, drawn, guidance, options, found, readings, edit)
+
+    def edit_inputs(self, init_images, mask, options: SamplingOptions) -> EditInputs | None:
+        """The pictures an edit starts from, at the model's size and channels; None for a
+        drawing from noise (which takes no strength, mask or resampling)."""
+        if init_images is None:
+            given = {"mask": mask is not None, "strength": options.strength is not None,
+                     "resample_jumps": options.resample_jumps > 0}  # fmt: skip
+            if any(given.values()):
+                name = next(k for k, v in given.items() if v)
+                raise UserError(
+                    f"{name} is for an edit: pass init_images (init_image=<picture or folder> "
+                    f"on the command line), or leave {name} out to draw from noise."
+                )
+            return None
+        if mask is None and options.resample_jumps:
+            raise UserError("resample_jumps is for an inpainting: pass a mask, or leave it out.")
+        channels, size, _ = self.model.image_shape
+        return edit_inputs(init_images, mask, channels, size)
 
     def class_only(
         self, prompts: list[str], text: TextEmbedding, options: SamplingOptions

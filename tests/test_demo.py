@@ -229,7 +229,7 @@ def test_a_request_beyond_the_pages_limits_is_answered_and_others_are_served(pag
     assert len(images) == 6
 
 
-def test_the_page_serves_only_its_own_outputs_and_takes_no_uploads(page, trained_run):
+def test_the_page_serves_only_its_own_outputs_and_bounds_uploads(page, trained_run):
     import httpx
 
     app, cfg = page
@@ -237,13 +237,38 @@ def test_the_page_serves_only_its_own_outputs_and_takes_no_uploads(page, trained
     for path in (ckpt, trained_run[0] / "accuracy_log.txt", Path("/etc/hostname")):
         got = httpx.get(f"{app.local_url}gradio_api/file={path}")
         assert got.status_code == 403, (path, got.status_code)
-    upload = httpx.post(
-        f"{app.local_url}gradio_api/upload", files={"files": ("x.ckpt", b"PK" * 512)}
-    )
+    too_large = b"PK" * (cfg.max_upload_bytes // 2 + 1)
+    upload = httpx.post(f"{app.local_url}gradio_api/upload", files={"files": ("x.png", too_large)})
     assert upload.status_code >= 400
     # what it generated it serves
     images, *_ = generate(client_of(app), cfg.ckpt_path, *SETTINGS)
     assert Path(images[0]).is_file()
+
+
+def test_the_page_edits_an_uploaded_picture_and_keeps_no_upload(page, client, tmp_path):
+    from gradio_client import handle_file
+
+    app, cfg = page
+    [first], *_ = generate(client, cfg.ckpt_path, "Draw a six", 1, 1.5, "ddim", 5, 7, True)
+    picture = np.asarray(Image.open(first).convert("L"))
+    mask = np.zeros_like(picture)
+    mask[:, 4:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    gallery, _, info = client.predict(
+        cfg.ckpt_path, "Draw a one", 2, 1.5, "ddim", 5, 7, True, [], "",
+        handle_file(first), handle_file(str(tmp_path / "mask.png")), 0.6, api_name="/generate",
+    )  # fmt: skip
+    assert "inpainting the white of the mask" in info
+    for item in gallery:  # the black part of the mask: the picture's own pixels
+        drawn = np.asarray(Image.open(item["image"]).convert("L"))
+        assert np.array_equal(drawn[:, :4], picture[:, :4])
+    uploads = Path(cfg.out_dir) / ".gradio"
+    assert not [p for p in uploads.rglob("*") if p.is_file() and p.suffix == ".png"
+                and "mask" in p.name]  # fmt: skip
+    with pytest.raises(Exception, match="not black and white only"):
+        client.predict(cfg.ckpt_path, "Draw a one", 1, 1.5, "ddim", 5, 7, True, [], "",
+                       handle_file(first), handle_file(first), 0.6,
+                       api_name="/generate")  # fmt: skip
 
 
 def client_of(app) -> Client:

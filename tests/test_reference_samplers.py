@@ -7,12 +7,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from diffusion_lit.diffusion.samplers import (
-    dpmpp_2m_sample,
-    dpmpp_2m_sde_sample,
-    run_sampler,
-    spaced_timesteps,
-)
+from diffusion_lit.diffusion.samplers import denoise, sampler_named, spaced_timesteps
 from diffusion_lit.diffusion.schedule import NoiseSchedule
 
 T, MU, S = 1000, 0.3, 0.5
@@ -40,8 +35,8 @@ def reference(scheduler, x, seed, **step_kwargs):
 
 def ours(name, x, steps, spacing, seed, **kwargs):
     g = torch.Generator().manual_seed(seed)
-    return run_sampler(name, optimal_eps, SCHEDULE, x, steps, g, progress=False, spacing=spacing,
-                       **kwargs)  # fmt: skip
+    sampler = sampler_named(name, spacing=spacing, **kwargs)
+    return denoise(sampler, optimal_eps, SCHEDULE, x, sampler.timesteps(T, steps), g, False)
 
 
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
@@ -94,11 +89,11 @@ def test_ddim_matches_diffusers_ddim_scheduler(spacing, steps, eta):
 @pytest.mark.parametrize("spacing", ["linspace", "trailing"])
 @pytest.mark.parametrize("steps", [5, 20, 50])
 @pytest.mark.parametrize(
-    ("ours_fn", "algorithm"),
-    [(dpmpp_2m_sample, "dpmsolver++"), (dpmpp_2m_sde_sample, "sde-dpmsolver++")],
+    ("ours", "algorithm"),
+    [("dpmpp_2m", "dpmsolver++"), ("dpmpp_2m_sde", "sde-dpmsolver++")],
     ids=["ode", "sde"],
 )
-def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(spacing, steps, ours_fn, algorithm):
+def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(spacing, steps, ours, algorithm):
     """The SDE variant draws its noise from the same generator, one draw a step, as diffusers."""
     taus = spaced_timesteps(T, steps, spacing)
     scheduler = DPMSolverMultistepScheduler(
@@ -117,7 +112,8 @@ def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(spacing, steps, ours_fn
         return optimal_eps(x, t)
 
     g = torch.Generator().manual_seed(3)
-    ours_fn(recording_eps, SCHEDULE, start(), taus, g, progress=False, clip_x0=False)
+    sampler = sampler_named(ours, eta=1.0, clip_x0=False)  # η = 1: diffusers' SDE
+    denoise(sampler, recording_eps, SCHEDULE, start(), taus, g, progress=False)
     assert len(mine) == len(theirs) == steps
     for a, b in zip(mine[:-1], theirs[:-1], strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

@@ -6,12 +6,20 @@ import pytest
 import torch
 
 from diffusion_lit.diffusion.options import SamplingOptions
-from diffusion_lit.diffusion.samplers import dpmpp_2m_sde_sample, run_sampler, spaced_timesteps
+from diffusion_lit.diffusion.samplers import denoise, sampler_named, spaced_timesteps
 from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.errors import BadValue, UserError
 
 MU, S = 0.3, 0.5
 SCHEDULE = NoiseSchedule(1000)
+
+
+def run_sampler(name, eps_fn, schedule, x, steps=None, generator=None, eta=None, progress=False,
+                clip_x0=True, spacing=None, callback=None, piece=None):  # fmt: skip
+    """A sampler by name on its grid of ``steps``, as the model's walk runs it."""
+    sampler = sampler_named(name, eta=eta, spacing=spacing, clip_x0=clip_x0)
+    taus = sampler.timesteps(schedule.timesteps, steps)
+    return denoise(sampler, eps_fn, schedule, x, taus, generator, progress, callback, piece)
 
 
 def optimal_eps(x, t):
@@ -84,8 +92,8 @@ def test_the_first_order_sde_step_is_ddpm():
     taus = spaced_timesteps(1000, 2)
     x = torch.randn(500, 1, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(5)
-    sde = dpmpp_2m_sde_sample(optimal_eps, SCHEDULE, x, taus, g, progress=False, clip_x0=False,
-                              eta=1.0)  # fmt: skip
+    sde = denoise(sampler_named("dpmpp_2m_sde", eta=1.0, clip_x0=False), optimal_eps, SCHEDULE,
+                  x, taus, g, progress=False)  # fmt: skip
     ddpm = run_sampler("ddpm", optimal_eps, SCHEDULE, x, 2, torch.Generator().manual_seed(5),
                        progress=False, clip_x0=False)  # fmt: skip
     torch.testing.assert_close(sde, ddpm, atol=1e-5, rtol=1e-5)

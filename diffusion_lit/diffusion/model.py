@@ -6,7 +6,7 @@ from torch import nn
 from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.precision import for_sampling
-from diffusion_lit.diffusion.samplers import StepCallback, run_sampler
+from diffusion_lit.diffusion.samplers import Known, StepCallback, denoise
 from diffusion_lit.diffusion.schedule import NoiseSchedule
 from diffusion_lit.errors import UserError
 from diffusion_lit.text.embedding import TextEmbedding
@@ -76,23 +76,35 @@ class DiffusionModel:
         progress: bool = True,
         callback: StepCallback | None = None,
         base: TextEmbedding | None = None,
+        init: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Guidance]:
         """One image per prompt of ``text``, (N, C, H, W) in [0, 1], and the guidance it drew
         with (``options``' where given, else the model's own; ``base``: each prompt's class-only
         prompt, for the guidance's ``attribute_scale``). Denoises ``batch_size`` images
         at a time; the starting noise comes from a CPU generator seeded with ``seed``, so a
-        seed gives the same images on any device. ``callback(done, total)`` runs after every
-        denoising step (steps counted over all batches); raising in it stops the sampling."""
+        seed gives the same images on any device. ``init``: an image for each prompt, (N, C, H,
+        W) in [0, 1], to start from, noised to the options' strength (image-to-image);
+        ``mask``: (N or 1, 1, H, W), 1 where ``init`` is redrawn and 0 where it is kept exactly
+        (inpainting). ``callback(done, total)`` runs after every denoising step (steps counted
+        over all batches); raising in it stops the sampling."""
         options = options or SamplingOptions()
         guidance = options.guidance(self.guidance)
         bf16 = for_sampling(options.precision, self.device.type) == "bf16-mixed"
         generator = torch.Generator().manual_seed(options.seed)
         size = options.batch_size
+        if mask is not None and len(mask) == 1:
+            mask = mask.expand(len(text), -1, -1, -1)
 
-        def chunk(embedding: TextEmbedding | None, i: int) -> TextEmbedding | None:
-            return None if embedding is None else embedding.map(lambda z: z[i : i + size])
+        def chunk(batch, i: int):
+            if isinstance(batch, TextEmbedding):
+                return batch.map(lambda z: z[i : i + size])
+            return None if batch is None else batch[i : i + size]
 
-        chunks = [(chunk(text, i), chunk(base, i)) for i in range(0, len(text), size)]
+        chunks = [
+            [chunk(batch, i) for batch in (text, base, init, mask)]
+            for i in range(0, len(text), size)
+        ]
 
         def counted(k: int) -> StepCallback | None:  # batch k's steps, counted over all batches
             if callback is None:
@@ -103,31 +115,40 @@ class DiffusionModel:
         self.net.eval()
         images = []
         try:
-            for k, (prompts, bases) in enumerate(chunks):
+            for k, batch in enumerate(chunks):
                 try:
                     images.append(
                         self._denoise(
-                            prompts,
-                            bases,
-                            guidance,
-                            options,
-                            generator,
-                            bf16,
-                            progress,
-                            counted(k),
-                        )  # fmt: skip
+                            *batch, guidance, options, generator, bf16, progress, counted(k)
+                        )
                     )
                 except NonFiniteImage as err:  # its index among all images drawn
                     raise NonFiniteImage(k * size + err.image, err.step, err.steps) from None
         finally:
             self.net.train(was_training)
-        return ((torch.cat(images).float().cpu() + 1) / 2).clamp(0, 1), guidance
+        images = ((torch.cat(images).float().cpu() + 1) / 2).clamp(0, 1)
+        if mask is not None:  # exactly the given pixels where they are kept
+            images = torch.where(mask.cpu() > 0.5, images, init.cpu())
+        return images, guidance
 
-    def _denoise(self, text, base, guidance, options, generator, bf16, progress, callback):
-        """One batch, from the starting noise to images in [−1, 1]; refuses to return an image
-        that is not finite (:class:`NonFiniteImage`)."""
+    def _denoise(
+        self, text, base, init, mask, guidance, options, generator, bf16, progress, callback
+    ):
+        """One batch, from the starting noise (or ``init`` noised part of the way, or kept where
+        ``mask`` is 0) to images in [−1, 1]; refuses to return an image that is not finite
+        (:class:`NonFiniteImage`)."""
         x = torch.randn((len(text), *self.image_shape), generator=generator)
         x = x.to(self.device, memory_format=self.memory_format)
+        sampler = options.chosen_sampler
+        strength = 1.0 if init is None else options.start_strength(mask is not None)
+        taus = sampler.timesteps(self.schedule.timesteps, options.steps, strength)
+        known = None
+        if init is not None:
+            init = init.to(self.device) * 2 - 1
+            if strength < 1:  # SDEdit: the image noised to the grid's first timestep
+                x = self.schedule.add_noise(init, x, taus[-1:].to(self.device).expand(len(x)))
+            if mask is not None:
+                known = Known(init, mask.to(self.device))
         text = text.map(lambda z: z.to(self.device))
         base = base.map(lambda z: z.to(self.device)) if base is not None else None
         # per image, the first step whose prediction was not finite, kept on the device: the
@@ -145,10 +166,10 @@ class DiffusionModel:
             steps += 1
             return eps
 
-        x = run_sampler(
-            options.sampler, noise, self.schedule, x, options.steps, generator, options.eta,
-            progress, spacing=options.spacing, callback=callback,
-            piece=lambda t: guidance.guides(t, self.schedule.timesteps),
+        x = denoise(
+            sampler, noise, self.schedule, x, taus, generator, progress, callback,
+            piece=lambda t: guidance.guides(t, self.schedule.timesteps), known=known,
+            resample_jumps=options.resample_jumps,
         )  # fmt: skip
         first_bad = torch.where(
             ~x.flatten(1).isfinite().all(1) & (first_bad < 0), steps - 1, first_bad

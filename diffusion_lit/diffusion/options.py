@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from diffusion_lit import checks
 from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.precision import SAMPLING_PRECISIONS
-from diffusion_lit.diffusion.samplers import DEFAULTS, SAMPLERS, SPACINGS, grid_of, noise_level
+from diffusion_lit.diffusion.samplers import SAMPLERS, SPACINGS, Sampler
 from diffusion_lit.errors import BadValue
+
+# image-to-image's strength where none is given: the one bench/edit.py measured to follow an
+# attribute word while the picture keeps its class (bench/RESULTS.md, editing)
+STRENGTH = 0.6
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,14 @@ class SamplingOptions:
     # a prompt never trained on: true, drawn as its nearest training caption; false, from its
     # own text embedding; None: the model's own choice (bench/RESULTS.md measures both)
     nearest_prompt: bool | None = None
+    # image-to-image: how far the given image is noised before it is denoised with the prompt,
+    # (0, 1]: 1 is drawing from noise, small keeps the picture; None: STRENGTH (an inpainting
+    # mask: 1). Only with an init image
+    strength: float | None = None
+    # inpainting: each step taken this many times more, from its result noised back up
+    # (RePaint's resampling), so the redrawn part agrees with the kept one; costs as many
+    # network passes more
+    resample_jumps: int = 0
     seed: int = 0  # the same seed, options and batch_size give the same images
     batch_size: int = 256  # images denoised at once
 
@@ -53,7 +65,7 @@ class SamplingOptions:
             else checks.one_of("timestep_spacing", self.timestep_spacing, SPACINGS),
             # a sampler without η ignores it (a sweep over samplers may set one for all)
             "eta": checks.real(
-                "eta", self.eta, 0, DEFAULTS[self.sampler].max_eta or 3.0, optional=True
+                "eta", self.eta, 0, SAMPLERS[self.sampler].max_eta or 3.0, optional=True
             ),
             "guidance_scale": checks.real(
                 "guidance_scale", self.guidance_scale, 0, 100, optional=True
@@ -68,6 +80,8 @@ class SamplingOptions:
             "nearest_prompt": None
             if self.nearest_prompt is None
             else checks.flag("nearest_prompt", self.nearest_prompt),
+            "strength": checks.real("strength", self.strength, 0, 1, above=True, optional=True),
+            "resample_jumps": checks.integer("resample_jumps", self.resample_jumps, 0, 20),
             "seed": checks.integer("seed", self.seed, 0, checks.MAX_SEED),
             "batch_size": checks.integer("batch_size", self.batch_size, 1, 1_000_000),
         }
@@ -86,16 +100,28 @@ class SamplingOptions:
         return own.over(self.guidance_scale, self.guidance_interval, self.attribute_scale)
 
     @property
+    def chosen_sampler(self) -> Sampler:
+        """The sampler it names, with its η and grid (the sampler's defaults where None)."""
+        return SAMPLERS[self.sampler](self.eta, self.timestep_spacing)
+
+    @property
     def spacing(self) -> str:
         """The timestep spacing the sampler walks (its default where ``timestep_spacing`` is
         None)."""
-        return grid_of(self.sampler, self.timestep_spacing)
+        return self.chosen_sampler.spacing
 
     @property
     def noise_level(self) -> float | None:
         """The η the sampler draws with (its default where ``eta`` is None); None for a
         sampler without one."""
-        return noise_level(self.sampler, self.eta)
+        return self.chosen_sampler.eta
+
+    def start_strength(self, inpainting: bool) -> float:
+        """How far an init image is noised: ``strength``, or where None, 1 for an inpainting
+        (RePaint starts from noise) and :data:`STRENGTH` for image-to-image."""
+        if self.strength is not None:
+            return self.strength
+        return 1.0 if inpainting else STRENGTH
 
     def replace(self, **changes) -> "SamplingOptions":
         return dataclasses.replace(self, **changes)

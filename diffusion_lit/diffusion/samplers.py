@@ -1,13 +1,16 @@
-"""Reverse-process samplers. Each needs only ε̂(x_t, t) and the schedule's ᾱ_t, and walks a
-grid of training timesteps (:func:`spaced_timesteps`) from the noisiest down to the clean image."""
+"""Reverse-process samplers and the one walk that drives them. Each sampler needs only
+ε̂(x_t, t) and the schedule's ᾱ_t; :func:`denoise` walks a grid of training timesteps
+(:func:`spaced_timesteps`) from the noisiest down to the clean image, from pure noise, from an
+image noised part of the way (image-to-image), or keeping known pixels (inpainting)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_lit.diffusion.schedule import NoiseSchedule
+from diffusion_lit.diffusion.schedule import NoiseSchedule, noise_from_start, start_from_noise
 from diffusion_lit.errors import UserError
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,15 +71,14 @@ def high_noise_grid(timesteps: int, steps: int, power: float = HIGH_NOISE_POWER)
     return ((1 - (1 - ramp) ** power) * (timesteps - 1)).round().unique_consecutive()
 
 
-def _walk(schedule: NoiseSchedule, x: torch.Tensor, taus: torch.Tensor, progress: bool, callback):
-    """Yields (i, t, ᾱ_t, ᾱ_prev) from the noisiest step down; ᾱ_prev = 1 after the last. After
-    each step, ``callback(steps done, steps in all)`` when given."""
-    alphas = schedule.alphas_cumprod.to(x.device)[taus.to(x.device)]
-    for i in tqdm(range(len(taus) - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
-        t = torch.full((x.shape[0],), int(taus[i]), device=x.device, dtype=torch.long)
-        yield i, t, alphas[i], alphas[i - 1] if i > 0 else alphas.new_tensor(1.0)
-        if callback is not None:
-            callback(len(taus) - i, len(taus))
+class Jump(NamedTuple):
+    """One step of a walk: from timestep ``t`` (ᾱ_t = ``a_t``) to the grid's next one (ᾱ =
+    ``a_prev``; 1 after the last step), with ``left`` steps after it."""
+
+    t: torch.Tensor  # (B,) the timestep, for the network
+    a_t: torch.Tensor
+    a_prev: torch.Tensor
+    left: int
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -84,189 +86,207 @@ def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator).to(x)
 
 
-def _predict_x0(x, eps, a_t, clip: bool):
-    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # DDPM eq. 15
-    return x0.clamp(-1, 1) if clip else x0
+@dataclass(frozen=True)
+class Sampler:
+    """A reverse-process step in the shape of diffusers' schedulers: :meth:`timesteps` gives
+    the grid it walks and :meth:`step` one jump down it, from ε̂(x_t, t) and ᾱ alone; the walk
+    itself is :func:`denoise`. An instance holds its settings resolved: ``eta`` and
+    ``spacing`` left None are the sampler's defaults (its class's ``default_eta``,
+    ``default_spacing``); ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]."""
+
+    eta: float | None = None
+    spacing: str | None = None
+    clip_x0: bool = True
+
+    default_spacing: ClassVar[str] = "linspace"
+    default_eta: ClassVar[float | None] = None  # None: the sampler has no noise level
+    max_eta: ClassVar[float | None] = None
+
+    def __post_init__(self):
+        eta = None if self.default_eta is None else self.eta
+        object.__setattr__(self, "eta", self.default_eta if eta is None else float(eta))
+        object.__setattr__(self, "spacing", self.spacing or self.default_spacing)
+
+    def timesteps(self, timesteps: int, steps: int | None = None, strength: float = 1.0):
+        """The training timesteps it visits, ascending: ``steps`` of the ``timesteps`` (all by
+        default) spaced by its grid (:func:`spaced_timesteps`), and of those, for an
+        image-to-image ``strength`` below 1, only the ones at or below strength · (T − 1)
+        (SDEdit, Meng et al. 2022: the walk starts from the image noised to the first of
+        them; at least the grid's lowest)."""
+        taus = spaced_timesteps(timesteps, steps or timesteps, self.spacing)
+        if strength < 1:
+            kept = taus[taus <= strength * (timesteps - 1)]
+            taus = kept if len(kept) else taus[:1]
+        return taus
+
+    def x0(self, x: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+        x0 = start_from_noise(x, eps, a_t.sqrt(), (1 - a_t).sqrt())
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
+
+    def step(self, x, eps, jump: Jump, state, generator):
+        """x at the next timestep of the grid, and the state the next step needs (None for a
+        single-step sampler)."""
+        raise NotImplementedError
 
 
-@torch.no_grad()
-def ddpm_sample(
-    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None
-):
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) from x_T = ``x``.
+class DDPM(Sampler):
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2). With fewer steps than T each
+    jump's β is recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); the step then samples the
+    posterior q(x_prev | x_t, x̂_0) (eqs. 6–7)."""
 
-    With fewer steps than T each jump's β is recomputed from ᾱ (β_i = 1 − ᾱ_τi / ᾱ_τi−1); the step
-    then samples the posterior q(x_prev | x_t, x̂_0) (eqs. 6–7)."""
-    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
-        x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
+    def step(self, x, eps, jump, state, generator):
+        a_t, a_prev = jump.a_t, jump.a_prev
+        x0 = self.x0(x, eps, a_t)
         beta = 1 - a_t / a_prev
         x = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a_t)
-        if i > 0:
+        if jump.left:
             x = x + (beta * (1 - a_prev) / (1 - a_t)).sqrt() * _noise(x, generator)
-    return x
+        return x, None
 
 
-@torch.no_grad()
-def ddim_sample(
-    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None, eta=0.0
-):
-    """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z, with
-    σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev). η = 0 is deterministic; η = 1 is DDPM."""
-    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
-        eps = eps_fn(x, t).to(x.dtype)
-        x0 = _predict_x0(x, eps, a_t, clip_x0)
-        if clip_x0:  # keep ε consistent with the clipped x̂_0
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+class DDIM(Sampler):
+    """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z,
+    with σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev). η = 0, its default, is
+    deterministic; η = 1 is DDPM."""
+
+    default_eta, max_eta = 0.0, 1.0
+
+    def step(self, x, eps, jump, state, generator):
+        a_t, a_prev = jump.a_t, jump.a_prev
+        x0 = self.x0(x, eps, a_t)
+        if self.clip_x0:  # keep ε consistent with the clipped x̂_0
+            eps = noise_from_start(x, x0, a_t.sqrt(), (1 - a_t).sqrt())
+        sigma = self.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
-        if i > 0 and eta > 0:
+        if jump.left and self.eta > 0:
             x = x + sigma * _noise(x, generator)
-    return x
+        return x, None
 
 
-@torch.no_grad()
-def dpmpp_2m_sample(
-    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None,
-    piece=None,
-):  # fmt: skip
+class DPMSolver2M(Sampler):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic second-order multistep
     solver of the probability-flow ODE in x̂_0 form, first order on the first and last steps.
     With λ = log(α/σ), α = √ᾱ, σ = √(1 − ᾱ) and h = λ_prev − λ_t:
     x_prev = (σ_prev/σ_t) x_t − α_prev (e^(−h) − 1) D, D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,last.
-    Deterministic: ``generator`` is accepted for a uniform signature and not used.
+    Its state is (x̂_0, h) of the last step; the walk drops it where the noise predictor
+    changes (guidance switching on or off at an interval's edge), since D would extrapolate
+    the jump between the two predictors, so the step after a change is first order."""
 
-    ``piece(t)``, when given, names the piece of a piecewise noise predictor that timestep t
-    lies in (guidance in an interval: guided or not). The multistep D extrapolates from the last
-    x̂_0, so across a change of piece it would extrapolate the jump between the two predictors
-    (half of it again, for equal steps): the step after a change is first order instead."""
-    return _dpmpp_2m(eps_fn, schedule, x, taus, None, progress, clip_x0, callback, piece=piece)
-
-
-@torch.no_grad()
-def dpmpp_2m_sde_sample(
-    eps_fn, schedule, x, taus, generator=None, progress=True, clip_x0=True, callback=None,
-    piece=None, eta=1.0,
-):  # fmt: skip
-    """DPM-Solver++(2M) SDE (Lu et al. 2022, §5; diffusers' ``sde-dpmsolver++``, midpoint) with
-    a noise level η (k-diffusion's ``sample_dpmpp_2m_sde``): the same multistep D as
-    :func:`dpmpp_2m_sample`, with φ = 1 − e^(−(1+η)h),
-    x_prev = (σ_prev/σ_t) e^(−ηh) x_t + α_prev φ D + σ_prev √(1 − e^(−2ηh)) z.
-    η = 1 solves the reverse SDE (its first-order step is exactly DDPM's ancestral step on the
-    same grid); η = 0 is the ODE, :func:`dpmpp_2m_sample`; η > 1 adds more noise each step and
-    pulls each step harder to its x̂_0 (Karras et al. 2022's churn; SA-Solver's τ², Xue et al.
-    2023). The fresh noise is what keeps the network's errors at high noise from reaching the
-    image (bench/RESULTS.md, the sampler diagnosis); at 25 steps η = 1.5 draws like DDPM at 100
-    where η = 1 falls behind (bench/RESULTS.md, where the steps matter). ``piece``: as for
-    :func:`dpmpp_2m_sample`."""
-    return _dpmpp_2m(
-        eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta=eta, piece=piece
-    )
-
-
-def _dpmpp_2m(
-    eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta=0.0, piece=None
-):
-    x0_last, h_last, piece_last = None, None, None
-    for i, t, a_t, a_prev in _walk(schedule, x, taus, progress, callback):
-        x0 = _predict_x0(x, eps_fn(x, t).to(x.dtype), a_t, clip_x0)
-        if piece is not None:  # a new piece of the predictor: no history from the last one
-            piece_now = piece(int(taus[i]))
-            x0_last = x0_last if piece_now == piece_last else None
-            piece_last = piece_now
-        if i == 0:  # the last jump lands on ᾱ = 1 (σ = 0): the clean image is x̂_0 itself
-            x = x0
-            continue
-        lam_t = 0.5 * (a_t.log() - (1 - a_t).log())
-        lam_prev = 0.5 * (a_prev.log() - (1 - a_prev).log())
-        h = lam_prev - lam_t
+    def step(self, x, eps, jump, state, generator):
+        a_t, a_prev, eta = jump.a_t, jump.a_prev, self.eta or 0.0
+        x0 = self.x0(x, eps, a_t)
+        if not jump.left:  # the last jump lands on ᾱ = 1 (σ = 0): the clean image is x̂_0
+            return x0, None
+        h = _lam(a_prev) - _lam(a_t)
         d = x0
         # first order into the grid's last timestep as well: second order there is unstable when
         # that timestep is t = 0 (a long jump in λ; the Gaussian test's spread is 25 % off)
-        if x0_last is not None and i > 1:
+        if state is not None and jump.left > 1:
+            x0_last, h_last = state
             r = h_last / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_last
         sigma_ratio = ((1 - a_prev) / (1 - a_t)).sqrt()
         x = sigma_ratio * (-eta * h).exp() * x - a_prev.sqrt() * torch.expm1(-(1 + eta) * h) * d
         if eta > 0:
             x = x + (1 - a_prev).sqrt() * (-torch.expm1(-2 * eta * h)).sqrt() * _noise(x, generator)
-        x0_last, h_last = x0, h
-    return x
+        return x, (x0, h)
 
 
-SAMPLERS = {
-    "ddpm": ddpm_sample,
-    "ddim": ddim_sample,
-    "dpmpp_2m": dpmpp_2m_sample,
-    "dpmpp_2m_sde": dpmpp_2m_sde_sample,
+class DPMSolver2MSDE(DPMSolver2M):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022, §5; diffusers' ``sde-dpmsolver++``, midpoint) with
+    a noise level η (k-diffusion's ``sample_dpmpp_2m_sde``): the same multistep D as
+    :class:`DPMSolver2M`, with φ = 1 − e^(−(1+η)h),
+    x_prev = (σ_prev/σ_t) e^(−ηh) x_t + α_prev φ D + σ_prev √(1 − e^(−2ηh)) z.
+    η = 1 solves the reverse SDE (its first-order step is exactly DDPM's ancestral step on the
+    same grid); η = 0 is the ODE; η > 1 adds more noise each step and pulls each step harder to
+    its x̂_0 (Karras et al. 2022's churn; SA-Solver's τ², Xue et al. 2023). The fresh noise is
+    what keeps the network's errors at high noise from reaching the image (bench/RESULTS.md,
+    the sampler diagnosis). Its defaults, the high_noise grid and η = 1.5, draw at 25 steps as
+    DDPM does at 100 on both bundled datasets (bench/RESULTS.md, where the steps matter)."""
+
+    default_spacing, default_eta, max_eta = "high_noise", 1.5, 3.0
+
+
+def _lam(a: torch.Tensor) -> torch.Tensor:
+    """λ = log(α/σ) = ½ (log ᾱ − log(1 − ᾱ))."""
+    return 0.5 * (a.log() - (1 - a).log())
+
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "ddpm": DDPM,
+    "ddim": DDIM,
+    "dpmpp_2m": DPMSolver2M,
+    "dpmpp_2m_sde": DPMSolver2MSDE,
 }
+
+
+def sampler_named(name: str, **settings) -> Sampler:
+    """The sampler called ``name`` (ddpm | ddim | dpmpp_2m | dpmpp_2m_sde) with ``settings``
+    (eta, spacing, clip_x0)."""
+    if name not in SAMPLERS:
+        raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
+    return SAMPLERS[name](**settings)
 
 
 @dataclass(frozen=True)
-class SamplerDefaults:
-    """What a sampler draws with where the options leave it open: its timestep grid, its noise
-    level η (None: it has none) and the largest η it takes."""
+class Known:
+    """The pixels of an inpainting that are kept (RePaint, Lugmayr et al. 2022): ``image`` in
+    [−1, 1] where ``mask`` is 0 (1: redraw), both broadcastable against the batch."""
 
-    spacing: str = "linspace"
-    eta: float | None = None
-    max_eta: float | None = None
+    image: torch.Tensor
+    mask: torch.Tensor
 
-
-# DDIM's η is deterministic by default; DPM-Solver++(2M) SDE's grid and η are those that draw
-# at 25 steps as DDPM does at 100 on both bundled datasets (bench/RESULTS.md, where the steps
-# matter)
-DEFAULTS = {
-    "ddpm": SamplerDefaults(),
-    "ddim": SamplerDefaults(eta=0.0, max_eta=1.0),
-    "dpmpp_2m": SamplerDefaults(),
-    "dpmpp_2m_sde": SamplerDefaults("high_noise", eta=1.5, max_eta=3.0),
-}
+    def paste(self, x: torch.Tensor, a: torch.Tensor, generator) -> torch.Tensor:
+        """x with the kept pixels replaced by the image noised to ᾱ = ``a`` (DDPM eq. 4, fresh
+        noise); at ᾱ = 1, the image itself."""
+        image = (
+            self.image if a == 1 else a.sqrt() * self.image + (1 - a).sqrt() * _noise(x, generator)
+        )
+        return torch.where(self.mask > 0.5, x, image.to(x))
 
 
-def noise_level(name: str, eta: float | None) -> float | None:
-    """The η sampler ``name`` draws with: ``eta``, or its default where None; None for a
-    sampler without one."""
-    default = DEFAULTS[name].eta
-    return None if default is None else default if eta is None else float(eta)
-
-
-def grid_of(name: str, spacing: str | None) -> str:
-    """The timestep spacing sampler ``name`` walks: ``spacing``, or its default where None."""
-    return DEFAULTS[name].spacing if spacing is None else spacing
-
-
-def run_sampler(
-    name: str,
+@torch.no_grad()
+def denoise(
+    sampler: Sampler,
     eps_fn: NoisePredictor,
     schedule: NoiseSchedule,
     x: torch.Tensor,
-    steps: int | None = None,
+    taus: torch.Tensor,
     generator: torch.Generator | None = None,
-    eta: float | None = None,
     progress: bool = True,
-    clip_x0: bool = True,
-    spacing: str | None = None,
     callback: StepCallback | None = None,
     piece: Callable[[int], object] | None = None,
+    known: Known | None = None,
+    resample_jumps: int = 0,
 ) -> torch.Tensor:
-    """Runs the sampler called ``name`` (ddpm | ddim | dpmpp_2m | dpmpp_2m_sde) from the noise
-    ``x`` over ``steps`` timesteps (all T by default) spaced by ``spacing``; ``eta``: the noise
-    level of DDIM and DPM-Solver++(2M) SDE (the others have none); None: the sampler's default
-    (:data:`DEFAULTS`). ``clip_x0`` clamps each x̂_0 to the image range [−1, 1]. ``callback(done,
-    total)`` runs after every step (as diffusers' ``callback_on_step_end``): to report
-    progress, or to stop the sampling by raising. ``piece(t)``: which piece of a piecewise
-    ``eps_fn`` timestep t is in, for the multistep samplers (see :func:`dpmpp_2m_sample`)."""
-    if name not in SAMPLERS:
-        raise UserError(f"Unknown sampler={name!r}; choose one of {', '.join(SAMPLERS)}.")
-    taus = spaced_timesteps(schedule.timesteps, steps or schedule.timesteps, grid_of(name, spacing))
-    eta = noise_level(name, eta)
-    if name == "ddim":
-        return ddim_sample(eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, eta)
-    if name == "dpmpp_2m_sde":
-        return dpmpp_2m_sde_sample(
-            eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, piece, eta
-        )
-    if name == "dpmpp_2m":
-        return dpmpp_2m_sample(
-            eps_fn, schedule, x, taus, generator, progress, clip_x0, callback, piece
-        )
-    return SAMPLERS[name](eps_fn, schedule, x, taus, generator, progress, clip_x0, callback)
+    """The walk: x, at the noisiest of ``taus`` (ascending, :meth:`Sampler.timesteps`), down
+    the grid to the clean image, one ``sampler.step`` each. ``callback(done, total)`` runs
+    after every step (as diffusers' ``callback_on_step_end``): to report progress, or to stop
+    the sampling by raising. ``piece(t)``: which piece of a piecewise ``eps_fn`` timestep t is
+    in (guidance in an interval); a multistep sampler keeps no history across pieces.
+    ``known``: pixels to keep (inpainting), pasted in noised to each step's level; with
+    ``resample_jumps`` r, each step is taken r times more, from x noised back up to its
+    timestep (RePaint's resampling, with jumps of one step), so that the redrawn pixels agree
+    with the kept ones."""
+    alphas = schedule.alphas_cumprod.to(x.device)[taus.to(x.device)]
+    state, piece_last = None, None
+    if known is not None:
+        x = known.paste(x, alphas[-1], generator)
+    for i in tqdm(range(len(taus) - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
+        t = torch.full((x.shape[0],), int(taus[i]), device=x.device, dtype=torch.long)
+        jump = Jump(t, alphas[i], alphas[i - 1] if i > 0 else alphas.new_tensor(1.0), i)
+        if piece is not None:  # a new piece of the predictor: no history from the last one
+            piece_now = piece(int(taus[i]))
+            state = state if piece_now == piece_last else None
+            piece_last = piece_now
+        x_t, state_t = x, state
+        for repeat in range(resample_jumps + 1 if known is not None and i > 0 else 1):
+            if repeat:  # back up to t: q(x_t | x_prev), fresh noise
+                ratio = jump.a_t / jump.a_prev
+                x_t = ratio.sqrt() * x + (1 - ratio).sqrt() * _noise(x, generator)
+            x, state = sampler.step(x_t, eps_fn(x_t, t).to(x_t.dtype), jump, state_t, generator)
+            if known is not None:
+                x = known.paste(x, jump.a_prev, generator)
+        if callback is not None:
+            callback(len(taus) - i, len(taus))
+    return x

@@ -43,6 +43,17 @@ KINDS = ("linear", "cosine")
 PREDICTIONS = ("eps", "v", "x0")
 
 
+def start_from_noise(x_t, eps, sqrt_a, sqrt_1ma):
+    """x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t (DDPM eq. 15), given √ᾱ_t and √(1 − ᾱ_t): the one
+    place x̂_0 is made from ε̂ (the schedule's conversions and the samplers' steps)."""
+    return (x_t - sqrt_1ma * eps) / sqrt_a
+
+
+def noise_from_start(x_t, x0, sqrt_a, sqrt_1ma):
+    """ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t): eq. 4 solved for the noise."""
+    return (x_t - sqrt_a * x0) / sqrt_1ma
+
+
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
     """a[t] reshaped to (B, 1, 1, ...) so it broadcasts against a batch of shape ``x_shape``."""
     return a.gather(0, t).view(t.shape[0], *([1] * (len(x_shape) - 1)))
@@ -126,7 +137,7 @@ class NoiseSchedule(nn.Module):
         if self.prediction == "x0":
             return out
         a, s = self._coefficients(t, x_t.shape)
-        return a * x_t - s * out if self.prediction == "v" else (x_t - s * out) / a
+        return a * x_t - s * out if self.prediction == "v" else start_from_noise(x_t, out, a, s)
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """ε̂ from the network's output: itself for ε; √ᾱ_t v̂ + √(1 − ᾱ_t) x_t for v;
@@ -134,7 +145,7 @@ class NoiseSchedule(nn.Module):
         if self.prediction == "eps":
             return out
         a, s = self._coefficients(t, x_t.shape)
-        return a * out + s * x_t if self.prediction == "v" else (x_t - a * out) / s
+        return a * out + s * x_t if self.prediction == "v" else noise_from_start(x_t, out, a, s)
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """The signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) at each t."""

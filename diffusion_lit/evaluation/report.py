@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from diffusion_lit.diffusion.guidance import Guidance
-from diffusion_lit.diffusion.samplers import DEFAULTS, grid_of, noise_level
+from diffusion_lit.diffusion.samplers import SAMPLERS
 from diffusion_lit.images import save_grid
 
 log = logging.getLogger(__name__)
@@ -23,9 +23,10 @@ def settings_name(result: dict) -> str:
     [-bf16][-raw][-only-<classes>]`` (the spacing and η where they are not the sampler's
     defaults)."""
     sampler, spacing = result["sampler"], result["timestep_spacing"]
-    spacing = "" if spacing == grid_of(sampler, None) else f"-{spacing}"
+    defaults = SAMPLERS[sampler]
+    spacing = "" if spacing == defaults.default_spacing else f"-{spacing}"
     eta = _eta(result)
-    if eta is not None and eta != noise_level(sampler, None):
+    if eta is not None and eta != defaults.default_eta:
         spacing += f"-eta{eta:g}"
     start, stop = result["guidance_interval"]
     interval = "" if (start, stop) == (0, 1) else f"-i{start:g}-{stop:g}"
@@ -102,7 +103,7 @@ def attribute_rows(r: dict) -> list[str]:
 def _eta(result: dict) -> float | None:
     """The η a result's sampler drew with; None for a sampler without one (an eval.json written
     before η had a default per sampler records DDIM's 0 for every sampler)."""
-    return result.get("eta") if DEFAULTS[result["sampler"]].eta is not None else None
+    return result.get("eta") if SAMPLERS[result["sampler"]].default_eta is not None else None
 
 
 def report_table(r: dict) -> str:

@@ -3,6 +3,7 @@ over the Python API and the run housekeeping, with no sampling logic of its own.
 
 import functools
 import gc
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -15,9 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from diffusion_lit import checks, cli
-from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.diffusion.options import STRENGTH, SamplingOptions
+from diffusion_lit.edit_images import open_image
 from diffusion_lit.errors import UserError
 from diffusion_lit.export import export
+from diffusion_lit.files import inside, is_file
 from diffusion_lit.modelfile.checkpoint import existing
 from diffusion_lit.pipeline import TextToImage, prompt_folders
 from diffusion_lit.runs.housekeeping import compare_table, list_rows
@@ -43,14 +46,15 @@ def answered_in_page(fn):
 class Limits:
     """What one request may ask of the page (``conf/demo.yaml``), so that no visitor's job
     grows without bound or keeps the others waiting long: prompts, images per prompt, steps,
-    network passes in all (prompts × images × steps, twice each for guidance) and characters
-    in a prompt."""
+    network passes in all (prompts × images × steps, twice each for guidance), characters
+    in a prompt and bytes in an uploaded picture (a picture to edit, its mask)."""
 
     prompts: int = 16
     images: int = 64
     steps: int = 1000
     evaluations: int = 200_000
     prompt_chars: int = 500
+    upload_bytes: int = 4 * 2**20
 
     def __post_init__(self):
         for name, value in vars(self).items():
@@ -214,15 +218,25 @@ class Page:
         use_ema: bool,
         adapters: list[str] | None,
         weights: str,
-        session: gr.Request,
+        picture: str | None = None,  # defaults: the API's callers may leave them out
+        mask: str | None = None,
+        strength: float = STRENGTH,
+        session: gr.Request = None,
         progress=gr.Progress(),  # noqa: B008 - Gradio's way to ask for it
     ):
+        uploads = (picture, mask)
+        try:  # the uploads are read into memory here; their files are gone after it
+            picture, mask = self.uploaded(picture, "picture"), self.uploaded(mask, "mask")
+        finally:
+            self.forget(*uploads)
         prompts = prompt_lines(text)
         num_images, steps = as_int(num_images), as_int(steps)
         self.limits.check(prompts, num_images, steps)
         # the sample CLI's options with the page's values, checked as the command line checks them
         chosen = {"guidance_scale": guidance_scale, "sampler": sampler, "steps": steps,
-                  "seed": as_int(seed)}  # fmt: skip
+                  "seed": as_int(seed), "strength": strength if picture else None}  # fmt: skip
+        if mask is not None and picture is None:
+            raise UserError("A mask needs the picture it masks: upload the picture too.")
         options = SamplingOptions.from_config(OmegaConf.merge(self.defaults, chosen))
         pipe = self.models.get(ckpt_path, checks.flag("use_ema", use_ema), adapters, weights)
         stop = self.stops[session.session_hash] = threading.Event()
@@ -234,7 +248,8 @@ class Page:
 
         start = time.perf_counter()
         try:
-            out = pipe(prompts, num_images, options=options, progress=False, callback=step)
+            out = pipe(prompts, num_images, init_images=picture and [picture], mask=mask,
+                       options=options, progress=False, callback=step)  # fmt: skip
         finally:  # a finished or stopped job gives its memory back
             gc.collect()
             if torch.cuda.is_available():
@@ -247,13 +262,37 @@ class Page:
             for prompt, name in zip(prompts, prompt_folders(prompts), strict=True)
             for i in range(num_images)
         ]
+        edit = "" if picture is None else (
+            ", inpainting the white of the mask" if mask is not None
+            else f", editing the picture at strength {options.start_strength(False):g}"
+        )  # fmt: skip
         info = (
             f"{len(prompts) * num_images} images in {seconds:.1f} s ({options.sampler}, "
-            f"{options.steps} steps, {out.guidance}, seed {options.seed}), saved in `{folder}`"
+            f"{options.steps} steps, {out.guidance}, seed {options.seed}{edit}), saved in "
+            f"`{folder}`"
         )
         notes = [f"⚠️ {note}" for note in out.unfamiliar] + out.substitutions
         info += "".join(f"\n\n{note}" for note in notes)
         return gallery, str(grid), info
+
+    def uploaded(self, path: str | None, what: str) -> Image.Image | None:
+        """An uploaded picture (a file in the page's upload folder, never any other), decoded
+        within the bounds of :func:`~diffusion_lit.edit_images.open_image`."""
+        if not path:
+            return None
+        if not inside(Path(path), upload_dir()):
+            raise UserError(f"Upload the {what} to edit with the page's upload box.")
+        if not is_file(Path(path)):
+            raise UserError(f"The {what} is no longer on the server (the page keeps no upload "
+                            "after its job): upload it again.")  # fmt: skip
+        return open_image(Path(path), upload_dir())
+
+    @staticmethod
+    def forget(*uploads) -> None:
+        """Deletes the page's copies of uploaded files (only ever in its upload folder)."""
+        for path in uploads:
+            if isinstance(path, str) and path and inside(Path(path), upload_dir()):
+                Path(path).unlink(missing_ok=True)
 
     def stop(self, session: gr.Request) -> None:
         """Stops this browser session's sampling before its next step."""
@@ -341,6 +380,12 @@ def steps_box(pipe: TextToImage, steps: float | None, **kwargs) -> gr.Number:
 def guidance_slider(pipe: TextToImage, **kwargs) -> gr.Slider:
     """The guidance slider (or its update) at the model's own guidance scale."""
     return gr.Slider(value=pipe.model.guidance.scale, **kwargs)
+
+
+def upload_dir() -> Path:
+    """Where Gradio keeps uploads: the page's ``.gradio`` folder (``GRADIO_TEMP_DIR``, set
+    when the page is built)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or "/nonexistent-upload-folder")
 
 
 def as_int(x):

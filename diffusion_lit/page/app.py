@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from diffusion_lit import checks, cli
+from diffusion_lit.diffusion.options import STRENGTH
 from diffusion_lit.diffusion.samplers import SAMPLERS
 from diffusion_lit.page.actions import (
     Limits,
@@ -26,6 +27,7 @@ from diffusion_lit.page.actions import (
     steps_box,
     vocabulary,
 )
+from diffusion_lit.pipeline import IMAGES_PER_PROMPT
 
 # no web fonts: Gradio's default theme would fetch IBM Plex from Google
 THEME = gr.themes.Default(
@@ -76,10 +78,10 @@ def build_app(
                             )
                             stop_button = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=1):
+                        shown = min(defaults.num_images or IMAGES_PER_PROMPT, limits.images)
                         num_images = gr.Slider(
-                            1, limits.images, value=min(defaults.num_images, limits.images),
-                            step=1, label="Images per prompt",
-                        )  # fmt: skip
+                            1, limits.images, value=shown, step=1, label="Images per prompt"
+                        )
                         guidance = guidance_slider(
                             first, minimum=0, maximum=10, step=0.1, label="Guidance scale"
                         )
@@ -100,6 +102,21 @@ def build_app(
                         adapter_weights = gr.Textbox(
                             "", label="Adapter weights (1, 0.5, ...; blank: 1 each)"
                         )
+                with gr.Accordion("Edit a picture (optional)", open=False):
+                    with gr.Row():
+                        picture = gr.File(
+                            label="Picture to edit (PNG, JPEG, WebP, BMP)",
+                            file_types=[".png", ".jpg", ".jpeg", ".webp", ".bmp"],
+                            type="filepath", elem_id="picture",
+                        )  # fmt: skip
+                        mask = gr.File(
+                            label="Mask: white is redrawn, black kept (its size)",
+                            file_types=[".png", ".bmp"], type="filepath", elem_id="mask",
+                        )  # fmt: skip
+                        strength = gr.Slider(
+                            0.05, 1, value=STRENGTH, step=0.05,
+                            label="Strength (1: from noise; small keeps the picture)",
+                        )  # fmt: skip
                 info = gr.Markdown(elem_id="info")
                 gallery = gr.Gallery(label="Images", columns=8, elem_id="gallery")
                 grid = gr.File(label="Grid PNG")
@@ -148,6 +165,9 @@ def build_app(
                 use_ema,
                 adapters,
                 adapter_weights,
+                picture,
+                mask,
+                strength,
             ],
             [gallery, grid, info],
             api_name="generate",
@@ -176,10 +196,18 @@ def build_app(
     return app
 
 
-def launch(app: gr.Blocks, host: str, port: int | None, out_dir: Path, block: bool = True):
+def launch(
+    app: gr.Blocks,
+    host: str,
+    port: int | None,
+    out_dir: Path,
+    block: bool = True,
+    upload_bytes: int = Limits.upload_bytes,
+):
     """Serves the page on ``host:port`` only: no share link, no server-side rendering (a Node
     process), errors shown in the page; of the server's files, only the page's own outputs
-    (``out_dir``), and no uploads (the page takes none)."""
+    (``out_dir``), and uploads of at most ``upload_bytes`` (a picture to edit and its mask,
+    deleted after their job)."""
     return app.queue().launch(
         server_name=host,
         server_port=port,
@@ -188,7 +216,7 @@ def launch(app: gr.Blocks, host: str, port: int | None, out_dir: Path, block: bo
         show_error=True,
         theme=THEME,
         allowed_paths=[str(out_dir)],
-        max_file_size=1,  # bytes: Gradio's upload route refuses any real file
+        max_file_size=upload_bytes,  # Gradio's upload route refuses a larger file
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,
         quiet=not block,
