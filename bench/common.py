@@ -56,6 +56,23 @@ def config(overrides: list[str], name: str = "train"):
         return compose(name, overrides=overrides)
 
 
+def judged_checkpoint(args: list[str], images: int):
+    """What a bench run on one checkpoint starts from, given its arguments ``<ckpt_path>
+    [images=N] [overrides ...]``: the checkpoint, the images per class (``images`` unless given;
+    2 in a smoke run), the evaluate CLI's config, its sampling options, and the pipeline, data
+    and judge it would evaluate with."""
+    from diffusion_lit.evaluate import check, model_data_judge
+
+    ckpt, *overrides = args
+    n = next((int(a.split("=")[1]) for a in overrides if a.startswith("images=")), images)
+    overrides = [a for a in overrides if not a.startswith("images=")]
+    judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
+    cfg = config([f"ckpt_path={ckpt}", *judge_dir, *overrides], name="evaluate")
+    options = check(cfg)
+    pipe, datamodule, judge, _, _ = model_data_judge(cfg)
+    return ckpt, 2 if SMOKE else n, cfg, options, pipe, datamodule, judge
+
+
 def data_option(overrides: list[str]) -> str:
     """The ``data`` config option a training config composes to (an experiment picks one)."""
     cli.register()

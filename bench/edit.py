@@ -15,19 +15,26 @@ class's prompt and with the next class's: the judge's accuracy on the class aske
 the input's class), with and without resampling; the pixels outside the mask are compared with
 the input's.
 
-    python bench/edit.py <ckpt_path> data=<the training data> [images=N] [--smoke]
+    python bench/edit.py <ckpt_path> data=<the training data> [images=N]
+                         [--picture docs/results/edit.png] [--smoke]
+
+``--picture`` draws the figure: for four held-out images, the picture and its edits at each
+strength (rows: thin → "a thick …", thick → "a thin …"), and the right half inpainted with
+its own class's prompt and with the next class's.
 """
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-from common import OUT, SMOKE, config, record
+from common import OUT, SMOKE, judged_checkpoint, record
+from torch.nn.functional import interpolate
 
-from diffusion_lit.evaluate import check, model_data_judge
 from diffusion_lit.evaluation.attributes import auc, measured, pair_templates
 from diffusion_lit.evaluation.judge import predict
 from diffusion_lit.evaluation.metrics import penultimate_features, real_sets
+from diffusion_lit.images import save_grid
 
 STRENGTHS = [0.3, 0.9] if SMOKE else [0.3, 0.45, 0.6, 0.75, 0.9, 1.0]
 
@@ -89,11 +96,12 @@ def edit_rows(pipe, judge, attribute, templates, real, classes, n, options, scal
             cells.append(f"{area:.2f} | {moved:.0%} | {kept:.1%} | {rms:.3f} | {distance:.2f}")
             print(f"{attribute.name} {strength} {way}: {cells[-1]}", flush=True)
         rows.append(f"| {strength:g} | " + " | ".join(cells) + " |")
+    low_n, high_n = (sum(map(len, picked)) for picked in (low, high))
     header = (
-        f"| strength | {templates[1].format(name='…')} from the lowest third: AUC | moved | "
-        "class kept | RMS | feature distance | "
-        f"{templates[0].format(name='…')} from the highest third: AUC | moved | class kept | "
-        "RMS | feature distance |"
+        f"| strength | {templates[1].format(name='…')} from the lowest third ({low_n} images): "
+        "AUC | moved | class kept | RMS | feature distance | "
+        f"{templates[0].format(name='…')} from the highest third ({high_n}): AUC | moved | "
+        "class kept | RMS | feature distance |"
     )
     return [header, "|---" * 11 + "|", *rows]
 
@@ -125,20 +133,50 @@ def inpaint_rows(pipe, judge, real, classes, n, options):
                 " |"
             )
             print(rows[-1], flush=True)
-    header = ["| resample jumps | prompt | judge names the class asked | judge names the "
-              "input's class | left half (kept) |", "|---|---|---|---|---|"]  # fmt: skip
+    header = [f"| resample jumps | prompt ({len(index)} images) | judge names the class asked "
+              "| judge names the input's class | left half (kept) |",
+              "|---|---|---|---|---|"]  # fmt: skip
     return header + rows
 
 
+def picture(pipe, attribute, templates, real, classes, options, path) -> None:
+    """The figure of the module docstring, four images a row, 4× larger."""
+    images01, labels = (real[0] + 1) / 2, real[1]
+    values = np.asarray(measured(images01, attribute.measure))
+    low, high = thirds(values, labels.numpy(), len(classes), 1)
+    show = [1, 4, 7, 9] if len(classes) == 10 else list(range(min(4, len(classes))))
+    rows = []
+    for picked, template in ((low, templates[1]), (high, templates[0])):
+        for c in show:
+            image = images01[int(picked[c][0])]
+            prompt = template.format(name=classes[c].replace("_", " "))
+            edits = [pipe([prompt], init_images=image[None], options=options.replace(strength=s),
+                          progress=False).images[0, 0] for s in STRENGTHS]  # fmt: skip
+            rows.append(torch.stack([image, *edits]))
+    size = images01.shape[-1]
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 2 :] = 1
+    for c in show:
+        image = images01[int(low[c][0])]
+        masked = torch.where(mask[0] > 0, torch.ones_like(image) * 0.5, image)
+        fills = [pipe([pipe.training_prompts[classes[k]][0]], init_images=image[None], mask=mask,
+                      options=options, progress=False).images[0, 0]
+                 for k in (c, (c + 1) % len(classes))]  # fmt: skip
+        rows.append(torch.stack([image, masked, *fills]))
+    columns = max(len(r) for r in rows)  # blank cells after the shorter rows
+    blank = torch.ones_like(rows[0][0])
+    grid = torch.stack([torch.cat([r, blank.expand(columns - len(r), *blank.shape)]) for r in rows])
+    big = interpolate(grid.flatten(0, 1), scale_factor=4, mode="nearest")
+    save_grid(big.unflatten(0, grid.shape[:2]), path)
+    print(f"picture: {path}")
+
+
 def main() -> None:
-    ckpt, *overrides = [a for a in sys.argv[1:] if a != "--smoke"]
-    n = next((int(a.split("=")[1]) for a in overrides if a.startswith("images=")), 40)
-    n = 2 if SMOKE else n
-    overrides = [a for a in overrides if not a.startswith("images=")]
-    judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
-    cfg = config([f"ckpt_path={ckpt}", *judge_dir, *overrides], name="evaluate")
-    options = check(cfg)
-    pipe, datamodule, judge, _, _ = model_data_judge(cfg)
+    at = sys.argv.index("--picture") if "--picture" in sys.argv else None
+    path = None if at is None else sys.argv[at + 1]
+    args = [a for i, a in enumerate(sys.argv[1:], 1)
+            if a != "--smoke" and (at is None or i not in (at, at + 1))]  # fmt: skip
+    ckpt, n, _, options, pipe, datamodule, judge = judged_checkpoint(args, images=40)
     classes = datamodule.class_names
     real, _ = real_sets(datamodule, 1)
     scale = same_class_distance(penultimate_features(judge, real[0]), real[1])
@@ -148,6 +186,9 @@ def main() -> None:
         if templates is not None:
             rows = edit_rows(pipe, judge, attribute, templates, real, classes, n, options, scale)
             sections.append(f"**{attribute.name}**\n\n" + "\n".join(rows))
+            if path is not None and attribute is datamodule.attributes[0]:
+                picture(pipe, attribute, templates, real, classes, options,
+                        OUT / "edit.png" if SMOKE else Path(path))  # fmt: skip
     sections.append("**inpainting the right half**\n\n" + "\n".join(
         inpaint_rows(pipe, judge, real, classes, n, options)))  # fmt: skip
     guidance = options.guidance(pipe.model.guidance)

@@ -15,9 +15,8 @@ sight while the reading was built, for a final measure.
 
 import sys
 
-from common import OUT, SMOKE, config, record
+from common import judged_checkpoint, record
 
-from diffusion_lit.evaluate import check, model_data_judge
 from diffusion_lit.evaluation.attributes import pair_templates, words_followed
 from diffusion_lit.evaluation.phrasings import phrasing_sets, prompt_accuracy
 from diffusion_lit.pipeline import TextToImage
@@ -59,14 +58,8 @@ def misses(reader: RequestReader, asked: dict, name: str) -> tuple[list[str], li
 
 
 def main() -> None:
-    ckpt, *overrides = [a for a in sys.argv[1:] if a not in ("--smoke", "--sealed")]
-    n = next((int(a.split("=")[1]) for a in overrides if a.startswith("images=")), 50)
-    n = 2 if SMOKE else n
-    overrides = [a for a in overrides if not a.startswith("images=")]
-    judge_dir = [f"classifier.dir={OUT / 'classifiers'}"] if SMOKE else []  # else the usual cache
-    cfg = config([f"ckpt_path={ckpt}", *judge_dir, *overrides], name="evaluate")
-    options = check(cfg)
-    pipe, datamodule, judge, _, _ = model_data_judge(cfg)
+    args = [a for a in sys.argv[1:] if a not in ("--smoke", "--sealed")]
+    ckpt, n, cfg, options, pipe, datamodule, judge = judged_checkpoint(args, images=50)
     guidance = options.guidance(pipe.model.guidance)  # the model's where cfg has null
     classes = datamodule.class_names
     labels = list(range(len(classes)))

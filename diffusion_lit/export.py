@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from diffusion_lit import checks, cli
+from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.errors import UserError
 from diffusion_lit.modelfile.adapter_folder import is_adapter, write_adapter
 from diffusion_lit.modelfile.card import adapter_card, card_grid, model_card
@@ -50,10 +51,7 @@ def export(cfg: DictConfig) -> Path:
     adapters = checks.paths("adapters", cfg.get("adapters"))
     weights = cfg.get("adapter_weights")
     grid_steps = checks.integer("grid_steps", cfg.grid_steps, 1, 100_000)
-    # the guidance the export records (null: the checkpoint's own)
-    scale = checks.real("guidance_scale", cfg.guidance_scale, 0, 100, optional=True)
-    interval = checks.interval("guidance_interval", cfg.guidance_interval, optional=True)
-    attribute = checks.real("attribute_scale", cfg.attribute_scale, 0, 100, optional=True)
+    Guidance().over_config(cfg)  # the guidance it records, checked before any work
     out_dir = checks.out_dir("out_dir", cfg.out_dir, optional=True)
     if is_adapter(ckpt_path):
         raise UserError(
@@ -80,8 +78,9 @@ def export(cfg: DictConfig) -> Path:
         model = model_from_checkpoint(ckpt, spec, use_ema, ckpt_path)
     else:  # the model as it samples: a fine-tune's adapter and any adapters given folded in
         spec, model = load_model(ckpt_path, use_ema, adapters, weights)
-    spec = spec.with_guidance(spec.guidance.over(scale, interval, attribute))
-    model.guidance = spec.guidance
+    # the guidance the export records: the command's, the checkpoint's own where it gives none
+    model.guidance = spec.guidance.over_config(cfg)
+    spec = spec.with_guidance(model.guidance)
     weights_kind = "EMA" if ckpt is None or (use_ema and has_ema(ckpt)) else "trained (raw)"
     source = {"checkpoint": str(ckpt_path), "weights": weights_kind}
     if ckpt is not None:

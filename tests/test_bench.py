@@ -113,3 +113,14 @@ def test_captions_bench_smoke():
 def test_extend_bench_smoke():
     out = run_bench("extend.py", "--modes", "full-generated,lora-generated")
     assert "| base (0–7), before |" in out and "| lora-generated |" in out
+
+
+@pytest.mark.slow
+def test_edit_bench_smoke(trained_run):
+    run_dir, _, _ = trained_run
+    out = run_bench("edit.py", str(run_dir / "checkpoints" / "last.ckpt"), "data=digits", "steps=5",
+                    "--picture", "unused.png")  # fmt: skip
+    for row in ["| 0.3 | ", "| 0.9 | ", "| 0 | its own class | ", "| 2 | the next class | "]:
+        assert row in out
+    assert "**thickness**" in out and "**slant**" in out and "identical |" in out
+    assert "picture: " in out

@@ -196,8 +196,8 @@ TRAIN_OPTIONS = [
     "seed", "ckpt_path", "channels_last", "data.batch_size", "data.image_size",
     "data.prompt_templates", "data.val_fraction", "optimizer.lr", "schedule.timesteps",
     "schedule.kind", "model.base_channels", "model.time_dim", "trainer.max_epochs",
-    "trainer.precision", "trainer.accelerator", "sampling.guidance_scale",
-    "sampling.guidance_interval",
+    "trainer.precision", "trainer.accelerator", "own_sampling.guidance_scale",
+    "own_sampling.guidance_interval",
 ]  # fmt: skip
 
 

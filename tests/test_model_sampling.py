@@ -18,7 +18,7 @@ from diffusion_lit.train import train
 from conftest import CONF_DIR, TINY, assert_one_line, compose_train
 
 CHOSEN = {"guidance_scale": 3.0, "guidance_interval": [0.4, 1.0]}
-OPTIONS = ["sampling.guidance_scale=3", "sampling.guidance_interval=[0.4,1]"]
+OPTIONS = ["own_sampling.guidance_scale=3", "own_sampling.guidance_interval=[0.4,1]"]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_an_export_records_the_guidance_chosen_for_it(trained_run, tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["sampling.guidance_scale=-1"], ["sampling.guidance_scale=-1 is not a finite number ≥ 0"]),
-        (["sampling.guidance_interval=[0.5]"], ["sampling.guidance_interval=[0.5] is not"]),
+        (["own_sampling.guidance_scale=-1"], ["own_sampling.guidance_scale=-1 is not a finite number ≥ 0"]),
+        (["own_sampling.guidance_interval=[0.5]"], ["own_sampling.guidance_interval=[0.5] is not"]),
     ],
     ids=["negative-scale", "one-number-interval"],
 )

@@ -47,25 +47,27 @@ class Guidance:
             self.attribute_scale if attribute_scale is None else attribute_scale,
         )
 
-    # what a model file's ``sampling`` may hold of it (attribute_scale: only when set)
-    RECORD_KEYS = ("guidance_scale", "guidance_interval", "attribute_scale")
+    # its values by name, wherever they are given or recorded: the sampling options, a training
+    # config's own_sampling, the export CLI, a model file's sampling, eval.json
+    KEYS = ("guidance_scale", "guidance_interval", "attribute_scale")
+
+    def over_config(self, given) -> "Guidance":
+        """This guidance with the values ``given`` (a config node, a mapping or the sampling
+        options) sets under :data:`KEYS` in place of its own; absent or None: its own."""
+        get = given.get if hasattr(given, "get") else lambda key: getattr(given, key, None)
+        return self.over(*(get(key) for key in self.KEYS))
 
     def to_dict(self) -> dict:
         """As a model file and eval.json record it."""
-        record = {"guidance_scale": self.scale, "guidance_interval": list(self.interval)}
-        if self.attribute_scale is not None:  # a model without one records what it always did
-            record["attribute_scale"] = self.attribute_scale
-        return record
+        values = (self.scale, list(self.interval), self.attribute_scale)
+        # attribute_scale only when set: a model without one records what it always did
+        return {key: v for key, v in zip(self.KEYS, values, strict=True) if v is not None}
 
     @classmethod
     def from_dict(cls, record: dict) -> "Guidance":
         """From what :meth:`to_dict` wrote (an eval.json written before intervals: the whole
         way)."""
-        return cls().over(
-            record.get("guidance_scale"),
-            record.get("guidance_interval"),
-            record.get("attribute_scale"),
-        )
+        return cls().over_config(record)
 
     def __str__(self) -> str:
         """'guidance 3 on [0.4, 1]'; the interval only when it is not the whole way."""

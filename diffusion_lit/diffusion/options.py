@@ -12,7 +12,7 @@ from diffusion_lit.errors import BadValue
 
 # image-to-image's strength where none is given: the one bench/edit.py measured to follow an
 # attribute word while the picture keeps its class (bench/RESULTS.md, editing)
-STRENGTH = 0.6
+STRENGTH = 0.75
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class SamplingOptions:
     def guidance(self, own: Guidance) -> Guidance:
         """The guidance to sample with: the given scales and interval, the model's ``own``
         where they are None."""
-        return own.over(self.guidance_scale, self.guidance_interval, self.attribute_scale)
+        return own.over_config(self)
 
     @property
     def chosen_sampler(self) -> Sampler:

@@ -111,8 +111,8 @@ class Sampler:
         """The training timesteps it visits, ascending: ``steps`` of the ``timesteps`` (all by
         default) spaced by its grid (:func:`spaced_timesteps`), and of those, for an
         image-to-image ``strength`` below 1, only the ones at or below strength · (T − 1)
-        (SDEdit, Meng et al. 2022: the walk starts from the image noised to the first of
-        them; at least the grid's lowest)."""
+        (SDEdit, Meng et al. 2022: the walk starts from the image noised to the highest of
+        them; at least the grid's lowest is kept)."""
         taus = spaced_timesteps(timesteps, steps or timesteps, self.spacing)
         if strength < 1:
             kept = taus[taus <= strength * (timesteps - 1)]

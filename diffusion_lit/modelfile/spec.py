@@ -240,7 +240,7 @@ def read_sampling(given, source: str) -> tuple[Guidance, bool]:
     """How a model file says its model samples, under ``sampling`` (absent keys: the defaults):
     its guidance and its ``nearest_prompt``, checked: numbers and a boolean only, each within
     what it may be."""
-    known = {*Guidance.RECORD_KEYS, "nearest_prompt"}
+    known = {*Guidance.KEYS, "nearest_prompt"}
     try:
         # numbers only: a string could be an OmegaConf interpolation, were anything to resolve it
         if not (isinstance(given, dict) and _is_numeric(list(given.values()))):

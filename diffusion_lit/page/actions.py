@@ -263,8 +263,8 @@ class Page:
             for i in range(num_images)
         ]
         edit = "" if picture is None else (
-            ", inpainting the white of the mask" if mask is not None
-            else f", editing the picture at strength {options.start_strength(False):g}"
+            f", {'inpainting the white of the mask' if mask else 'editing the picture'} at "
+            f"strength {options.start_strength(mask is not None):g}"
         )  # fmt: skip
         info = (
             f"{len(prompts) * num_images} images in {seconds:.1f} s ({options.sampler}, "

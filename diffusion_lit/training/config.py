@@ -71,12 +71,12 @@ def model_spec(
     (``synonyms``), and how it samples unless told otherwise. A model
     whose captions name attributes reads a new prompt from its own text embedding, which
     composes words into combinations no caption had; one trained on class prompts, as its
-    nearest training prompt (both measured in bench/RESULTS.md); ``sampling.nearest_prompt``
+    nearest training prompt (both measured in bench/RESULTS.md); ``own_sampling.nearest_prompt``
     chooses otherwise."""
-    given = OmegaConf.select(cfg, "sampling.nearest_prompt")
+    given = OmegaConf.select(cfg, "own_sampling.nearest_prompt")
     nearest = not attributes if given is None else given
     if not isinstance(nearest, bool):
-        raise BadValue("sampling.nearest_prompt", given, "true, false or null")
+        raise BadValue("own_sampling.nearest_prompt", given, "true, false or null")
     return ModelSpec(
         net=component_spec(cfg.model, "net"),
         schedule=OmegaConf.to_container(cfg.schedule, resolve=True),
@@ -91,27 +91,22 @@ def model_spec(
 
 
 # the scale of the words beyond the class for a model whose captions name attributes, unless the
-# training config's sampling.attribute_scale says otherwise (chosen in bench/RESULTS.md)
+# training config's own_sampling.attribute_scale says otherwise (chosen in bench/RESULTS.md)
 ATTRIBUTE_SCALE = 3.0
 
 
 def own_guidance(cfg: DictConfig, attributes: bool = False) -> Guidance:
-    """The guidance the model records as its own: the training config's ``sampling`` (null
+    """The guidance the model records as its own: the training config's ``own_sampling`` (null
     values: :class:`Guidance`'s defaults, and :data:`ATTRIBUTE_SCALE` for a model whose
     captions name ``attributes``), checked."""
-    given = cfg.get("sampling") or {}
-    known = {"guidance_scale", "guidance_interval", "attribute_scale", "nearest_prompt"}
+    given = cfg.get("own_sampling") or {}
+    known = {*Guidance.KEYS, "nearest_prompt"}
     if not isinstance(given, DictConfig) or not set(given) <= known:
         raise BadValue(
-            "sampling", given, "a mapping of guidance_scale, guidance_interval, "
-            "attribute_scale and nearest_prompt", "'{guidance_scale: 3}'",
+            "own_sampling", given, f"a mapping of {', '.join(sorted(known))}",
+            "'{guidance_scale: 3}'",
         )  # fmt: skip
-    attribute_scale = given.get("attribute_scale")
-    if attribute_scale is None and attributes:
-        attribute_scale = ATTRIBUTE_SCALE
     try:
-        return Guidance().over(
-            given.get("guidance_scale"), given.get("guidance_interval"), attribute_scale
-        )
+        return Guidance(attribute_scale=ATTRIBUTE_SCALE if attributes else None).over_config(given)
     except BadValue as err:
-        raise err.under("sampling") from None
+        raise err.under("own_sampling") from None
