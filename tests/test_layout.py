@@ -14,7 +14,7 @@ PACKAGE = ROOT / "diffusion_lit"
 LAYERS = [
     {"errors"},
     {"checks", "files", "images"},
-    {"models", "text"},
+    {"models", "text", "edit_images"},
     {"diffusion", "data", "runs"},
     {"modelfile"},
     {"training"},
