@@ -16,7 +16,8 @@ class WarmupEMAModel(AveragedModel):
     Hand-written over torch's ``AveragedModel`` (which keeps the copy and its ``n_averaged``)
     because its ``update_parameters`` reads ``n_averaged`` on the host twice per step and updates
     one tensor at a time: on a GPU that is a device sync and hundreds of kernel launches every
-    step. Here the update is a few ``torch._foreach_*`` kernels and the decay stays a tensor."""
+    step. Here the update is one ``torch._foreach_lerp_`` (a third of the time of a sub, a mul
+    and an add) and the decay stays a tensor."""
 
     def __init__(self, model: torch.nn.Module, decay: float, **kwargs):
         super().__init__(model, **kwargs)
@@ -44,9 +45,10 @@ class WarmupEMAModel(AveragedModel):
         floats = [(a, c.detach().to(a.device)) for a, c in pairs if a.is_floating_point()]
         if floats:
             averaged, current = (list(z) for z in zip(*floats, strict=True))
-            step = torch._foreach_sub(current, averaged)
-            torch._foreach_mul_(step, weight.to(averaged[0].device, averaged[0].dtype))
-            torch._foreach_add_(averaged, step)
+            # averaged += weight · (current − averaged), one kernel
+            torch._foreach_lerp_(
+                averaged, current, weight.to(averaged[0].device, averaged[0].dtype)
+            )
         for a, c in pairs:
             if not a.is_floating_point():  # counters and flags: the model's own
                 a.copy_(c.detach())
