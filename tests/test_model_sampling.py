@@ -91,7 +91,10 @@ def test_an_export_records_the_guidance_chosen_for_it(trained_run, tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["own_sampling.guidance_scale=-1"], ["own_sampling.guidance_scale=-1 is not a finite number ≥ 0"]),
+        (
+            ["own_sampling.guidance_scale=-1"],
+            ["own_sampling.guidance_scale=-1 is not a finite number ≥ 0"],
+        ),
         (["own_sampling.guidance_interval=[0.5]"], ["own_sampling.guidance_interval=[0.5] is not"]),
     ],
     ids=["negative-scale", "one-number-interval"],
