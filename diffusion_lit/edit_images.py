@@ -72,33 +72,31 @@ def open_image(path: Path, within: Path | None = None) -> Image.Image:
         ) from err
 
 
-def read_images(given) -> tuple[list[Image.Image], list[str]]:
-    """Init images as given: a path to an image or a folder of them, or a list of paths and
-    PIL images. Returns the images and their names."""
+def pictures(given):
+    """Init images as given — a path to an image or a folder of them, or a list of paths and
+    PIL images — one (picture, name) at a time, so that only one is held at full size."""
     if isinstance(given, str | Path):
         path = Path(given)
         if is_dir(path):
-            files = image_files(path)
-            return [open_image(p, path) for p in files], [p.name for p in files]
+            for file in image_files(path):
+                yield open_image(file, path), file.name
+            return
         if kind(path) is None:
             raise UserError(
                 f"init_image={path} does not exist: pass a picture or a folder of them."
             )
-        return [open_image(path)], [path.name]
+        yield open_image(path), path.name
+        return
     items = list(given)
     if not items:
         raise UserError("init_images is empty: give at least one picture.")
     if len(items) > MAX_IMAGES:
         raise UserError(f"{len(items):,} init images: an edit takes at most {MAX_IMAGES:,}.")
-    images, names = [], []
     for i, item in enumerate(items):
         if isinstance(item, Image.Image):
-            images.append(item)
-            names.append(f"image {i}")
+            yield item, f"image {i}"
         else:
-            images.append(open_image(Path(item)))
-            names.append(Path(item).name)
-    return images, names
+            yield open_image(Path(item)), Path(item).name
 
 
 def on_white(image: Image.Image) -> Image.Image:
@@ -114,11 +112,11 @@ def fitted(image: Image.Image, size: int, resample) -> Image.Image:
     return ImageOps.fit(image, (size, size), resample)
 
 
-def to_tensor(images: list[Image.Image], channels: int, size: int) -> torch.Tensor:
-    """(M, C, H, W) in [0, 1] at the model's channels (1: grayscale) and size."""
+def to_tensor(image: Image.Image, channels: int, size: int) -> torch.Tensor:
+    """(C, H, W) in [0, 1] at the model's channels (1: grayscale) and size."""
     mode = "L" if channels == 1 else "RGB"
-    converted = [fitted(on_white(i).convert(mode), size, Image.Resampling.LANCZOS) for i in images]
-    return torch.stack([pil_to_tensor(i) for i in converted]).float() / 255
+    converted = fitted(on_white(image).convert(mode), size, Image.Resampling.LANCZOS)
+    return pil_to_tensor(converted).float() / 255
 
 
 def read_mask(given, sizes: list[tuple[int, int]], size: int) -> torch.Tensor:
@@ -147,7 +145,7 @@ def read_mask(given, sizes: list[tuple[int, int]], size: int) -> torch.Tensor:
 
 
 def edit_inputs(init, mask, channels: int, size: int) -> EditInputs:
-    """The init images (:func:`read_images`, or a tensor (M, C, H, W) in [0, 1] at the model's
+    """The init images (:func:`pictures`, or a tensor (M, C, H, W) in [0, 1] at the model's
     size) and the mask (:func:`read_mask`), ready to edit, with a note on the conversion."""
     if isinstance(init, torch.Tensor):
         if init.dim() != 4 or tuple(init.shape[1:]) != (channels, size, size):
@@ -163,10 +161,14 @@ def edit_inputs(init, mask, channels: int, size: int) -> EditInputs:
         if mask is not None and not isinstance(mask, torch.Tensor):
             return EditInputs(images, names, read_mask(mask, sizes, size))
     else:
-        pictures, names = read_images(init)
-        sizes = [p.size for p in pictures]
-        images = to_tensor(pictures, channels, size)
-        note = conversion_note(pictures, names, channels, size)
+        tensors, names, sizes, modes = [], [], [], []
+        for picture, name in pictures(init):  # converted as read: one at full size at a time
+            tensors.append(to_tensor(picture, channels, size))
+            names.append(name)
+            sizes.append(picture.size)
+            modes.append(picture.mode)
+        images = torch.stack(tensors)
+        note = conversion_note(names, sizes, modes, channels, size)
     if isinstance(mask, torch.Tensor):
         mask = mask_tensor(mask, size)
     elif mask is not None:
@@ -181,21 +183,20 @@ def mask_tensor(mask: torch.Tensor, size: int) -> torch.Tensor:
     return mask.float().reshape(1, 1, size, size).cpu()
 
 
-def conversion_note(pictures: list[Image.Image], names: list[str], channels: int, size: int):
-    """One line on how the pictures were converted, empty when they were not."""
+def conversion_note(names, sizes, modes, channels: int, size: int) -> str:
+    """One line on how the pictures (their names, sizes and PIL modes) were converted, empty
+    when they were not."""
     mode = "grayscale" if channels == 1 else "RGB"
     changed = [
-        (n, p) for n, p in zip(names, pictures, strict=True)
-        if p.size != (size, size) or (p.mode != "L") == (channels == 1)
+        (n, s, m) for n, s, m in zip(names, sizes, modes, strict=True)
+        if s != (size, size) or (m != "L") == (channels == 1)
     ]  # fmt: skip
     if not changed:
         return ""
-    name, picture = changed[0]
-    others = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-    cropped = (
-        ", cropped to their centre square" if any(p.width != p.height for p in pictures) else ""
-    )
+    (name, (width, height), first_mode), more = changed[0], len(changed) - 1
+    others = f" and {more} more" if more else ""
+    cropped = "" if all(w == h for w, h in sizes) else ", cropped to their centre square"
     return (
         f"Init images converted to the model's {size}×{size} {mode}{cropped}: {name} "
-        f"({picture.width}×{picture.height} {picture.mode}){others}."
+        f"({width}×{height} {first_mode}){others}."
     )
