@@ -3,7 +3,8 @@
 - **Generate**: prompts (one a line) → images, with a progress bar fed by the sampler's own steps,
   the time taken, the grid PNG to download and the notes on prompts the model never trained on.
   The images are the sample CLI's for the same settings (they are written by the same code, to
-  ``<out_dir>/<date_time>/``).
+  ``<out_dir>/<date_time>/``). *Edit a picture*: an uploaded picture (and a mask) redrawn
+  with each prompt, bounded and deleted before the job samples.
 - **Runs**: the ``runs list`` table of a folder of runs; a run's curves, sample grids, accuracy
   log, evaluations and config; ``runs compare``; export a checkpoint, or load it to generate.
 
