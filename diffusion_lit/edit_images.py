@@ -15,6 +15,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from diffusion_lit.errors import UserError, first_line
 from diffusion_lit.files import is_dir, kind, read_bytes
+from diffusion_lit.images import on_white
 
 MAX_IMAGES = 1_024  # in a folder: far more than one sampling run draws
 MAX_BYTES = 32 * 2**20
@@ -97,14 +98,6 @@ def pictures(given):
             yield item, f"image {i}"
         else:
             yield open_image(Path(item)), Path(item).name
-
-
-def on_white(image: Image.Image) -> Image.Image:
-    """RGB, transparency composited on white (as the training data is)."""
-    if image.mode in ("RGBA", "LA", "P", "PA") and "A" in image.convert("RGBA").getbands():
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def fitted(image: Image.Image, size: int, resample) -> Image.Image:

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from diffusion_lit import files
 from diffusion_lit.errors import UserError, first_line
+from diffusion_lit.images import on_white
 
 VENDORS = {"google": "Google", "twitter": "Twitter"}  # the packages whose licences allow it
 STYLES = {"google": "Google style", "twitter": "Twitter style"}
@@ -103,11 +104,9 @@ def rgb_on_white(data: bytes, where: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as image:
             if max(image.size) > MAX_SIDE:
                 raise UserError(f"{where} is {image.width}×{image.height}, not an emoji of 64 px")
-            rgba = image.convert("RGBA")
+            return on_white(image)
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"{where} is not an image that can be read ({first_line(err)}).") from err
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def words(name) -> str:
