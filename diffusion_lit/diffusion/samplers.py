@@ -236,11 +236,14 @@ class Known:
     image: torch.Tensor
     mask: torch.Tensor
 
-    def paste(self, x: torch.Tensor, a: torch.Tensor, generator) -> torch.Tensor:
+    def paste(self, x: torch.Tensor, a: torch.Tensor | None, generator) -> torch.Tensor:
         """x with the kept pixels replaced by the image noised to ᾱ = ``a`` (DDPM eq. 4, fresh
-        noise); at ᾱ = 1, the image itself."""
+        noise); ``a`` None (the walk's end, ᾱ = 1): the image itself. Decided on the host from
+        the walk's position, not by reading ᾱ back from the device every step."""
         image = (
-            self.image if a == 1 else a.sqrt() * self.image + (1 - a).sqrt() * _noise(x, generator)
+            self.image
+            if a is None
+            else a.sqrt() * self.image + (1 - a).sqrt() * _noise(x, generator)
         )
         return torch.where(self.mask > 0.5, x, image.to(x))
 
@@ -286,7 +289,7 @@ def denoise(
                 x_t = ratio.sqrt() * x + (1 - ratio).sqrt() * _noise(x, generator)
             x, state = sampler.step(x_t, eps_fn(x_t, t).to(x_t.dtype), jump, state_t, generator)
             if known is not None:
-                x = known.paste(x, jump.a_prev, generator)
+                x = known.paste(x, jump.a_prev if jump.left else None, generator)
         if callback is not None:
             callback(len(taus) - i, len(taus))
     return x
