@@ -151,8 +151,6 @@ def edit_inputs(init, mask, channels: int, size: int) -> EditInputs:
         sizes = [(size, size)] * len(init)
         names = [f"image {i}" for i in range(len(init))]
         images, note = init.float().cpu(), ""
-        if mask is not None and not isinstance(mask, torch.Tensor):
-            return EditInputs(images, names, read_mask(mask, sizes, size))
     else:
         tensors, names, sizes, modes = [], [], [], []
         for picture, name in pictures(init):  # converted as read: one at full size at a time
