@@ -51,6 +51,13 @@ def thirds(values: np.ndarray, labels: np.ndarray, classes: int, n: int):
     return low, high
 
 
+def right_half(size: int) -> torch.Tensor:
+    """The inpainting mask of the bench: the right half of a ``size`` × ``size`` picture."""
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 2 :] = 1
+    return mask
+
+
 def same_class_distance(features: torch.Tensor, labels: torch.Tensor) -> float:
     """The mean distance between two real images of the same class, in ``features``."""
     found = []
@@ -112,8 +119,7 @@ def inpaint_rows(pipe, judge, real, classes, n, options):
     index = torch.from_numpy(np.concatenate(per_class))
     inputs, own = images01[index], labels[index]
     size = inputs.shape[-1]
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., size // 2 :] = 1
+    mask = right_half(size)
     prompts = [pipe.training_prompts[name][0] for name in classes]  # "Draw a seven"
     rows = []
     for jumps in (0, 2):
@@ -154,8 +160,7 @@ def picture(pipe, attribute, templates, real, classes, options, path) -> None:
                           progress=False).images[0, 0] for s in STRENGTHS]  # fmt: skip
             rows.append(torch.stack([image, *edits]))
     size = images01.shape[-1]
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., size // 2 :] = 1
+    mask = right_half(size)
     for c in show:
         image = images01[int(low[c][0])]
         masked = torch.where(mask[0] > 0, torch.ones_like(image) * 0.5, image)
