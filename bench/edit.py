@@ -196,7 +196,7 @@ def main() -> None:
                         OUT / "edit.png" if SMOKE else Path(path))  # fmt: skip
     sections.append("**inpainting the right half**\n\n" + "\n".join(
         inpaint_rows(pipe, judge, real, classes, n, options)))  # fmt: skip
-    guidance = options.guidance(pipe.model.guidance)
+    guidance = options.guidance(pipe.spec.guidance)
     record(
         f"Editing real held-out pictures with a prompt ({ckpt})",
         "\n\n".join(sections),

@@ -60,7 +60,7 @@ def misses(reader: RequestReader, asked: dict, name: str) -> tuple[list[str], li
 def main() -> None:
     args = [a for a in sys.argv[1:] if a not in ("--smoke", "--sealed")]
     ckpt, n, cfg, options, pipe, datamodule, judge = judged_checkpoint(args, images=50)
-    guidance = options.guidance(pipe.model.guidance)  # the model's where cfg has null
+    guidance = options.guidance(pipe.spec.guidance)  # the model's where cfg has null
     classes = datamodule.class_names
     labels = list(range(len(classes)))
     heldout = cfg.get("heldout") or {}

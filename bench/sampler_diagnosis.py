@@ -103,7 +103,7 @@ def main() -> None:
     real_hf = high_frequency(heldout[0])
     start = torch.Generator().manual_seed(0)
     noise = torch.randn((len(labels), *model.image_shape), generator=start)
-    T, own = model.schedule.timesteps, model.guidance
+    T, own = model.schedule.timesteps, pipe.spec.guidance
     grid = spaced_timesteps(T, steps)
     ddpm, ode = (lambda i: 1.0), (lambda i: 0.0)
     half = steps // 2  # i counts down: i ≥ half is the noisier half of the walk

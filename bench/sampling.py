@@ -136,7 +136,7 @@ def main() -> None:
     tables = option("--only", "samplers,guidance,interval,precision").split(",")
     on = f"{label(sampler, steps, spacing, eta)} steps"
     grid = (spacing, eta)
-    own = load_model(ckpt)[1].guidance
+    own = load_model(ckpt)[0].guidance  # the spec's
     samplers = sampler_list(option("--samplers", "")) if "--samplers" in sys.argv else SAMPLERS
     if "samplers" in tables:  # at the model's own guidance, as the CLIs sample it
         table(

@@ -124,7 +124,7 @@ def main() -> None:
     text = text.map(lambda z: z.repeat_interleave(n, dim=0))
     labels = torch.arange(len(classes)).repeat_interleave(n)
     heldout, reference = real_sets(datamodule, len(labels))
-    T, own, schedule = model.schedule.timesteps, model.guidance, model.schedule
+    T, own, schedule = model.schedule.timesteps, pipe.spec.guidance, model.schedule
     bf16 = torch.autocast("cpu", torch.bfloat16)  # as the CLIs sample on a CPU with bf16
 
     def eps_fn(x, t, prompts):

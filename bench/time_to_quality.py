@@ -52,7 +52,9 @@ class Stopwatch(L.Callback):
         if (trainer.current_epoch + 1) % self.every:
             return
         model = averaged_module(trainer, pl_module).model
-        images = model.sample_classes(self.per_class, SamplingOptions(steps=5 if SMOKE else 100))
+        images = model.sample_classes(
+            self.per_class, pl_module.spec.guidance, SamplingOptions(steps=5 if SMOKE else 100)
+        )
         labels = torch.arange(len(images)).repeat_interleave(self.per_class)
         names = model.prompts.class_names
         r = evaluate_samples(self.judge, images.flatten(0, 1) * 2 - 1, labels, self.real,

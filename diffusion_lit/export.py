@@ -79,8 +79,7 @@ def export(cfg: DictConfig) -> Path:
     else:  # the model as it samples: a fine-tune's adapter and any adapters given folded in
         spec, model = load_model(ckpt_path, use_ema, adapters, weights)
     # the guidance the export records: the command's, the checkpoint's own where it gives none
-    model.guidance = spec.guidance.over_config(cfg)
-    spec = spec.with_guidance(model.guidance)
+    spec = spec.with_guidance(spec.guidance.over_config(cfg))
     weights_kind = "EMA" if ckpt is None or (use_ema and has_ema(ckpt)) else "trained (raw)"
     source = {"checkpoint": str(ckpt_path), "weights": weights_kind}
     if ckpt is not None:
@@ -99,7 +98,9 @@ def export(cfg: DictConfig) -> Path:
 
         def write_card(folder: Path) -> None:
             # merged with adapters, the model is not the checkpoint's: its picture is drawn anew
-            grid = card_grid(model, ckpt_path, folder / "grid.png", grid_steps, bool(adapters))
+            grid = card_grid(
+                spec, model, ckpt_path, folder / "grid.png", grid_steps, bool(adapters)
+            )
             (folder / "README.md").write_text(model_card(spec, model, ckpt_path, source, grid))
 
         write_export(out_dir, spec, model, {"source": source}, write_card, overwrite, ours)

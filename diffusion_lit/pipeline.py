@@ -283,7 +283,8 @@ class TextToImage:
         readings = [] if nearest or self.reader is None else self.read_requests(found)
         drawn = [r.caption for r in readings] or [f.drawn_as(nearest) for f in found]
         text = text if drawn == prompts else self.embed(drawn)
-        base = self.class_only(drawn, text, options)
+        guidance = options.guidance(self.spec.guidance)  # the options', else the model's own
+        base = self.class_only(drawn, text, guidance)
         per_prompt = num_images * (1 if edit is None else len(edit.images))
         text = text.map(lambda z: z.repeat_interleave(per_prompt, dim=0))
         base = base and base.map(lambda z: z.repeat_interleave(per_prompt, dim=0))
@@ -291,8 +292,8 @@ class TextToImage:
         if edit is not None:  # prompt by prompt, each init image num_images times
             init = edit.images.repeat_interleave(num_images, dim=0).repeat(len(prompts), 1, 1, 1)
         try:
-            images, guidance = self.model.generate(
-                text, options, progress, callback, base, init, edit and edit.mask
+            images = self.model.generate(
+                text, guidance, options, progress, callback, base, init, edit and edit.mask
             )
         except NonFiniteImage as err:  # named by its prompt
             prompt = prompts[err.image // per_prompt]
@@ -319,13 +320,13 @@ class TextToImage:
         return edit_inputs(init_images, mask, channels, size)
 
     def class_only(
-        self, prompts: list[str], text: TextEmbedding, options: SamplingOptions
+        self, prompts: list[str], text: TextEmbedding, guidance: Guidance
     ) -> TextEmbedding | None:
         """For guidance with a scale of its own for the words beyond the class, each prompt's
         class alone (``text``: the prompts' embeddings): its nearest training prompt among
         those that name no attribute ("a seven" for "a thick seven"); None without such
         guidance, or when every prompt is of its class alone (one network pass fewer)."""
-        if not (self.attributes and options.guidance(self.model.guidance).nested):
+        if not (self.attributes and guidance.nested):
             return None
         plain = [p for ps in self.class_prompts.values() for p in ps]
         bases = nearest_of(text, self.model.prompts, plain)

@@ -358,7 +358,7 @@ def test_nested_guidance_draws_the_words_beyond_the_class_harder_and_leaves_clas
     from diffusion_lit.pipeline import TextToImage
 
     pipe = TextToImage.from_checkpoint(attribute_run, "cpu")
-    assert pipe.model.guidance.attribute_scale == 3.0  # the model's own, as trained
+    assert pipe.spec.guidance.attribute_scale == 3.0  # the model's own, as trained
     kw = dict(steps=3, seed=0, progress=False)
     nested = pipe(["a thick two"], 2, **kw)
     plain = pipe(["a thick two"], 2, attribute_scale=1.5, **kw)

@@ -178,7 +178,7 @@ def test_format1_training_options_are_not_part_of_the_model(tmp_path):
         "version", "net", "schedule", "text_encoder", "class_names", "class_prompts",
         "attributes", "sampling", "lineage", "adapter", "synonyms",
     }  # fmt: skip
-    assert pipe.model.guidance == Guidance()  # it recorded none: the defaults it was sampled with
+    assert pipe.spec.guidance == Guidance()  # it recorded none: the defaults it was sampled with
 
 
 def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):

@@ -35,7 +35,7 @@ def draw(pipe: TextToImage, **guidance) -> torch.Tensor:
 
 def test_the_checkpoint_samples_with_the_guidance_its_training_chose(chosen_run, trained_run):
     pipe = TextToImage.from_checkpoint(chosen_run, device="cpu")
-    assert pipe.model.guidance.to_dict() == CHOSEN
+    assert pipe.spec.guidance.to_dict() == CHOSEN
     by_default = draw(pipe)
     torch.testing.assert_close(by_default, draw(pipe, **CHOSEN), rtol=0, atol=0)
     assert not torch.equal(by_default, draw(pipe, guidance_scale=1.5))
@@ -45,7 +45,7 @@ def test_the_checkpoint_samples_with_the_guidance_its_training_chose(chosen_run,
     )
     # a model trained without a choice samples with the project's defaults
     plain = TextToImage.from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt", "cpu")
-    assert plain.model.guidance == Guidance() == Guidance(1.5, (0, 1))
+    assert plain.spec.guidance == Guidance() == Guidance(1.5, (0, 1))
 
 
 def test_the_sample_cli_draws_the_models_guidance_unless_told(

@@ -29,8 +29,9 @@ class NonFiniteImage(UserError, FloatingPointError):
 
 
 class DiffusionModel:
-    """The noise-prediction network, its noise schedule, the training prompts it carries encoded,
-    and the guidance it samples with unless told otherwise. It holds modules, as a diffusers
+    """The noise-prediction network, its noise schedule and the training prompts it carries
+    encoded (the guidance it samples with unless told otherwise is its spec's,
+    :class:`~diffusion_lit.modelfile.spec.ModelSpec`). It holds modules, as a diffusers
     pipeline does: training wraps it (the LightningModule registers the same modules, so a
     device move, the EMA copy or a checkpoint covers them), and everything that samples — the
     Python API, the training's sample grids, model cards, the evaluation — samples through it."""
@@ -40,10 +41,8 @@ class DiffusionModel:
         net: nn.Module,
         schedule: NoiseSchedule,
         prompts: PromptBank,
-        guidance: Guidance | None = None,
     ):
         self.net, self.schedule, self.prompts = net, schedule, prompts
-        self.guidance = guidance or Guidance()
         # NHWC: on GPUs with tensor cores, convolutions can skip layout transposes
         self.memory_format = torch.contiguous_format
 
@@ -72,16 +71,17 @@ class DiffusionModel:
     def generate(
         self,
         text: TextEmbedding,
+        guidance: Guidance,
         options: SamplingOptions | None = None,
         progress: bool = True,
         callback: StepCallback | None = None,
         base: TextEmbedding | None = None,
         init: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, Guidance]:
-        """One image per prompt of ``text``, (N, C, H, W) in [0, 1], and the guidance it drew
-        with (``options``' where given, else the model's own; ``base``: each prompt's class-only
-        prompt, for the guidance's ``attribute_scale``). Denoises ``batch_size`` images
+    ) -> torch.Tensor:
+        """One image per prompt of ``text``, (N, C, H, W) in [0, 1], drawn with ``guidance``
+        (resolved by the caller: ``options.guidance(spec.guidance)``; ``base``: each prompt's
+        class-only prompt, for the guidance's ``attribute_scale``). Denoises ``batch_size`` images
         at a time; the starting noise comes from a CPU generator seeded with ``seed``, so a
         seed gives the same images on any device. ``init``: an image for each prompt, (N, C, H,
         W) in [0, 1], to start from, noised to the options' strength (image-to-image);
@@ -89,7 +89,6 @@ class DiffusionModel:
         (inpainting). ``callback(done, total)`` runs after every denoising step (steps counted
         over all batches); raising in it stops the sampling."""
         options = options or SamplingOptions()
-        guidance = options.guidance(self.guidance)
         bf16 = for_sampling(options.precision, self.device.type) == "bf16-mixed"
         generator = torch.Generator().manual_seed(options.seed)
         size = options.batch_size
@@ -129,7 +128,7 @@ class DiffusionModel:
         images = ((torch.cat(images).float().cpu() + 1) / 2).clamp(0, 1)
         if mask is not None:  # exactly the given pixels where they are kept
             images = torch.where(mask.cpu() > 0.5, images, init.cpu())
-        return images, guidance
+        return images
 
     def _denoise(
         self, text, base, init, mask, guidance, options, generator, bf16, progress, callback
@@ -180,13 +179,13 @@ class DiffusionModel:
         return x
 
     def sample_classes(
-        self, num_per_class: int, options: SamplingOptions | None = None
+        self, num_per_class: int, guidance: Guidance, options: SamplingOptions | None = None
     ) -> torch.Tensor:
-        """Each class's first prompt drawn ``num_per_class`` times, (C, N, C, H, W) in [0, 1]:
-        the pictures of training runs and model cards. At most T steps."""
+        """Each class's first prompt drawn ``num_per_class`` times with ``guidance``, (C, N, C,
+        H, W) in [0, 1]: the pictures of training runs and model cards. At most T steps."""
         options = options or SamplingOptions()
         steps = options.steps and min(options.steps, self.schedule.timesteps)
         text = self.prompts.stored(self.prompts.default_prompts)
         text = text.map(lambda z: z.repeat_interleave(num_per_class, dim=0))
-        images, _ = self.generate(text, options.replace(steps=steps), progress=False)
+        images = self.generate(text, guidance, options.replace(steps=steps), progress=False)
         return images.view(len(self.prompts.class_prompts), num_per_class, *images.shape[1:])

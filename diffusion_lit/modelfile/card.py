@@ -17,8 +17,9 @@ from diffusion_lit.runs.summary import read_config, read_newest_eval, summarize
 
 
 def card_grid(
-    model: DiffusionModel, ckpt_path: Path, path: Path, steps: int, fresh: bool = False
-) -> str:
+    spec: ModelSpec, model: DiffusionModel, ckpt_path: Path, path: Path, steps: int,
+    fresh: bool = False,
+) -> str:  # fmt: skip
     """Writes the model card's picture to ``path``: the checkpoint's evaluation grid or the
     run's final sample grid when there is one (and not ``fresh``: the model is not the
     checkpoint's alone), else a fresh grid (4 per class, the sampling defaults with ``steps``
@@ -32,8 +33,8 @@ def card_grid(
         shutil.copyfile(existing[-1], path)
         return f"copied from `{existing[-1]}`"
     options = SamplingOptions(steps=steps, seed=0)
-    save_grid(model.sample_classes(4, options), path)
-    return f"sampled at export: {options.sampler}, {steps} steps, {model.guidance}, seed 0"
+    save_grid(model.sample_classes(4, spec.guidance, options), path)
+    return f"sampled at export: {options.sampler}, {steps} steps, {spec.guidance}, seed 0"
 
 
 def model_card(
@@ -75,7 +76,7 @@ def model_card(
         f"- UNet `{net}`: " + ", ".join(f"{k}={v}" for k, v in spec.net.items() if k != "kind"),
         f"- Noise schedule: {spec.schedule['kind']}, T={spec.schedule['timesteps']}",
         f"- Text encoder `{encoder}` ({spec.text_encoder.get('name_or_path') or 'bundled'})",
-        f"- Sampled by default with {model.guidance} (the sample CLI's "
+        f"- Sampled by default with {spec.guidance} (the sample CLI's "
         "`guidance_scale=`, `guidance_interval=` override it)",
         "- Class prompts: "
         + "; ".join(

@@ -176,7 +176,7 @@ class ModelSpec:
         schedule = self._build("schedule", source)  # first: the UNet may take its T
         net = net if net is not None else self.build_net(source)
         prompts = PromptBank(self.class_names, self.class_prompts, self.build_text_encoder)
-        return DiffusionModel(net, schedule, prompts, self.guidance)
+        return DiffusionModel(net, schedule, prompts)
 
     def build_net(self, source: str | None = None) -> nn.Module:
         """The UNet, with its LoRA adapter when the spec has one."""

@@ -379,7 +379,7 @@ def steps_box(pipe: TextToImage, steps: float | None, **kwargs) -> gr.Number:
 
 def guidance_slider(pipe: TextToImage, **kwargs) -> gr.Slider:
     """The guidance slider (or its update) at the model's own guidance scale."""
-    return gr.Slider(value=pipe.model.guidance.scale, **kwargs)
+    return gr.Slider(value=pipe.spec.guidance.scale, **kwargs)
 
 
 def upload_dir() -> Path:

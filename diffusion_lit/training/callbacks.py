@@ -117,7 +117,10 @@ class SampleGrid(L.Callback):
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path:
         model = averaged_module(trainer, pl_module).model
         path = save_grid(
-            model.sample_classes(self.num_per_class, self.options), self.out_dir / name
+            model.sample_classes(
+                self.num_per_class, self.options.guidance(pl_module.spec.guidance), self.options
+            ),
+            self.out_dir / name,
         )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -158,8 +158,9 @@ def replay_set(
         steps = min(cfg.replay.steps or options.steps, model.schedule.timesteps)  # at most T
         options = options.replace(steps=steps)
         images, labels, rows = replay.generated(
-            model, indices, datamodule.class_prompts, per_class, options
-        )
+            model, options.guidance(base.spec.guidance), indices, datamodule.class_prompts,
+            per_class, options,
+        )  # fmt: skip
         base.model.to("cpu")
     else:
         images, labels, rows = _real_images(cfg, datamodule, classes, per_class)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from diffusion_lit.diffusion.guidance import Guidance
 from diffusion_lit.diffusion.model import DiffusionModel
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.text import TextEmbedding
@@ -83,13 +84,15 @@ class Replay:
 @torch.no_grad()
 def generated(
     model: DiffusionModel,
+    guidance: Guidance,
     classes: list[int],
     class_prompts: list[list[str]],
     per_class: int,
     options: SamplingOptions,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``per_class`` samples of each of ``model``'s ``classes``, each drawn for one of its
-    class's captions at random (and guided beyond the class prompt as the model samples); their
+    """``per_class`` samples of each of ``model``'s ``classes``, each drawn with ``guidance``
+    for one of its class's captions at random (guided beyond the class prompt as the model
+    samples); their
     labels, and each caption's position in ``class_prompts`` (the training's table, whose rows
     start with the model's own captions)."""
     generator = torch.Generator().manual_seed(options.seed)
@@ -104,6 +107,6 @@ def generated(
     on = model.device
     text = bank.lookup(labels.to(on), positions.to(on))
     plain = bank.lookup(labels.to(on), torch.zeros_like(positions).to(on))  # the class prompts
-    images, _ = model.generate(text, options, progress=False, base=plain)
+    images = model.generate(text, guidance, options, progress=False, base=plain)
     rows = torch.tensor([[class_prompts[c].index(p)] for c, _, p in picks])
     return images * 2 - 1, labels, rows
