@@ -15,6 +15,7 @@ from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.diffusion.precision import for_sampling
 from diffusion_lit.errors import UserError
 from diffusion_lit.evaluation.attributes import attribute_following, words_followed
+from diffusion_lit.evaluation.concepts import concept_following, has_concepts
 from diffusion_lit.evaluation.judge import judge_for, judge_path
 from diffusion_lit.evaluation.metrics import evaluate_samples, real_sets, standard_metrics, timed
 from diffusion_lit.evaluation.phrasings import phrasing_accuracy
@@ -40,6 +41,14 @@ def check(cfg: DictConfig) -> SamplingOptions:
     checks.integer("images_per_class", cfg.images_per_class, 1, 100_000)
     checks.integer("phrasing_images_per_class", cfg.phrasing_images_per_class, 0, 100_000)
     checks.integer("attribute_images_per_class", cfg.attribute_images_per_class, 0, 100_000)
+    checks.integer("concept_images", cfg.concept_images, 0, 100_000)
+    checks.integer("concepts", cfg.concepts, 1, 1_000_000)
+    folder = checks.path("concept_calibration", cfg.concept_calibration, optional=True)
+    if folder is not None and not folder.is_dir():
+        raise UserError(
+            f"concept_calibration={str(folder)!r} is not a folder: pass a folder of another "
+            "artist's emoji PNGs named by code (python bench/emoji_eval.py makes one), or null."
+        )
     checks.out_dir("out_dir", cfg.out_dir, optional=True)
     weights = checks.path("inception_weights", cfg.inception_weights, optional=True)
     if weights is not None and not weights.is_file():
@@ -150,6 +159,12 @@ def evaluate(cfg: DictConfig) -> dict:
         result |= words_followed(
             pipe, datamodule.attributes, asked, chosen, numbers, judge,
             cfg.attribute_images_per_class, options,
+        )  # fmt: skip
+    if cfg.concept_images and has_concepts(datamodule):
+        phrasings = list((heldout_phrasings or {}).get("concept_phrasings") or [])
+        result |= concept_following(
+            pipe, judge, datamodule, cfg.concepts, cfg.concept_images, phrasings,
+            cfg.concept_calibration, options, seed=options.seed,
         )  # fmt: skip
     out_dir = cfg.out_dir or RunDir.evaluation_dir(Path(cfg.ckpt_path), settings_name(result))
     write_report(result, out.images, Path(out_dir))

@@ -64,7 +64,8 @@ def test_a_package_gives_each_emoji_and_skin_tone_with_its_captions(tmp_path):
         "thumbs up sign: dark skin tone, Google style",
     ]  # fmt: skip
     assert data.captions[4][-1] == "tulip, Twitter style"
-    assert data.words["tone"][3] == "dark" and data.words["style"][4] == "twitter"
+    assert data.tones[3] == "dark" and data.styles[4] == "twitter"
+    assert data.concepts[3] == "thumbs up sign" and data.codes[3] == "1f44d-1f3ff"
     image, label = data[0]
     pixels = np.asarray(image)
     assert image.mode == "RGB" and data.classes[label] == "plant-flower"
@@ -78,7 +79,7 @@ def test_a_held_out_pair_is_never_said_and_a_name_no_emoji_has_is_one_line(tmp_p
     said = {c for captions in data.captions for c in captions}
     assert not any("dark" in c for c in said) and "tulip, Twitter style" not in said
     assert "thumbs up sign, Twitter style" in said and "tulip, Google style" in said
-    assert data.words["tone"].count("dark") == 2  # the images are still there
+    assert data.tones.count("dark") == 2  # the images are still there
     with pytest.raises(UserError, match="no emoji of the packages is called: 'tullip'"):
         Emoji(tmp_path, heldout={"twitter": ["tullip"]})
     with pytest.raises(UserError, match="must map skin tones"):

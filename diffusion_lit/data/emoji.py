@@ -132,10 +132,10 @@ class Emoji(Dataset):
                 f"data.vendors={list(vendors)}: the emoji packages read are "
                 f"{', '.join(VENDORS)} (Apple's and Facebook's licences do not allow training)."
             )
-        heldout = _pairs(heldout)
+        self.heldout = heldout = _pairs(heldout)
         self.images, self.captions, names = [], [], []
-        self.words: dict[str, list[str | None]] = {"tone": [], "style": []}
-        self.concepts: list[str] = []
+        # each image's emoji name, skin tone (or None), package and code ("1f44d-1f3fb")
+        self.concepts, self.tones, self.styles, self.codes = [], [], [], []
         for vendor in vendors:
             path = tarball(self.root, vendor)
             entries, pngs = read_members(path, vendor)
@@ -147,8 +147,9 @@ class Emoji(Dataset):
                     said = {w for w in (tone, vendor) if w and (name, w) not in heldout}
                     self.captions.append(captions(name, shorts, tone, vendor, said))
                     self.concepts.append(name)
-                    self.words["tone"].append(tone)
-                    self.words["style"].append(vendor)
+                    self.tones.append(tone)
+                    self.styles.append(vendor)
+                    self.codes.append(image.removesuffix(".png").lower())
                     names.append(str(entry.get("subcategory") or "other"))
         if not self.images:
             raise UserError(f"The packages in {self.root} hold no emoji images; {FIX}.")

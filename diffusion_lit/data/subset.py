@@ -9,7 +9,7 @@ from diffusion_lit.errors import UserError
 class ClassSubset(Dataset):
     """The images of ``dataset`` whose class is one of ``names`` (``classes`` is ``names``,
     ``targets`` index it), with what else the dataset says about them: their captions and
-    files, or their pixels (for the measure cache's fingerprint)."""
+    files, their pixels, their emoji names."""
 
     def __init__(self, dataset: Dataset, names: list[str]):
         known = list(dataset.classes)
@@ -24,10 +24,13 @@ class ClassSubset(Dataset):
         self.dataset, self.classes = dataset, list(names)
         self.indices = [i for i, t in enumerate(dataset.targets) if int(t) in new]
         self.targets = [new[int(dataset.targets[i])] for i in self.indices]
-        for name in ("captions", "files", "images", "data"):  # what the dataset has of these
+        # what the dataset has of these: captions and files, pixels (for the measure cache's
+        # fingerprint), emoji names, tones, styles and codes (for the concept evaluation)
+        for name in ("captions", "files", "images", "data", "concepts", "tones", "styles", "codes"):
             values = getattr(dataset, name, None)
             if values is not None:
                 setattr(self, name, [values[i] for i in self.indices])
+        self.heldout = getattr(dataset, "heldout", None)  # an emoji set's held-out pairs
         if not self.indices:
             raise UserError(f"data.classes={list(names)}: the data has no images of them.")
 

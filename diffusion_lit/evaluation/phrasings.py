@@ -13,7 +13,7 @@ from diffusion_lit.text.templates import class_prompts
 def heldout_phrasings(heldout, classes: list[str]) -> list[list[str]] | None:
     """The phrasings of a data's held-out config node (``prompt_templates``, ``class_synonyms``)
     for each of ``classes``; None without one."""
-    if not heldout:
+    if not heldout or not heldout.get("prompt_templates"):
         return None
     synonyms = {k: v for k, v in (heldout.get("class_synonyms") or {}).items() if k in classes}
     return class_prompts(classes, list(heldout.prompt_templates), synonyms, where="heldout")

@@ -53,11 +53,14 @@ def write_report(result: dict, images: torch.Tensor, out_dir: Path) -> None:
         f"{name} {acc:.0%} / {result['per_class_diversity'].get(name, float('nan')):.2f}"
         for name, acc in result["per_class_accuracy"].items()
     )
+    concepts = concept_table(result["concepts"]) if "concepts" in result else ""
     (out_dir / "eval.md").write_text(
         f"# Evaluation of `{result['checkpoint']}`\n\n{table}\n\nPer class (accuracy / "
-        f"diversity): {per_class}\n\n![samples, a row per class prompt](grid.png)\n"
+        f"diversity): {per_class}\n\n{concepts}![samples, a row per class prompt](grid.png)\n"
     )
     print(table)
+    if concepts:
+        print(concepts)
     for name, note in result.get("notes", {}).items():
         print(f"{name}: {note}")
     log.info("Wrote %s", out_dir / "eval.json")
@@ -133,4 +136,52 @@ def report_table(r: dict) -> str:
         f"| precision / recall | {r['precision']:.2f} / {r['recall']:.2f} "
         f"| {r['precision_real_vs_real']:.2f} / {r['recall_real_vs_real']:.2f} | |",
         f"| sampling speed | {r['images_per_second']:.1f} img/s | | |",
+    ])  # fmt: skip
+
+
+CALIBRATION = {"heldout_real": "real, held out", "unseen_style": "another artist's",
+               "noise": "noise", "shuffled": "real, shuffled request",
+               "training_copies": "training images + noise"}  # fmt: skip
+CONCEPT_ROWS = [  # label, the requests' set, the measure
+    ("subcategory accuracy", "drawn", "subcategory_accuracy"),
+    ("concept R@1", "drawn", "r1"),
+    ("concept R@5", "drawn", "r5"),
+    ("concept R@5, the request rephrased", "rephrased", "r5"),
+    ("skin-tone accuracy", "tone", "tone_accuracy"),
+    ("light-vs-dark tone AUC", "tone", "tone_auc"),
+    ("skin-tone accuracy, held-out pairs", "tone_heldout", "tone_accuracy"),
+    ("light-vs-dark tone AUC, held-out pairs", "tone_heldout", "tone_auc"),
+    ("style accuracy", "style", "style_accuracy"),
+    ("style accuracy, held-out pairs", "style_heldout", "style_accuracy"),
+    ("FID against the real images of the concepts", "drawn", "fid"),
+    ("copies (closer to a training image than its nearest real neighbour)", "drawn", "copies"),
+]
+
+
+def concept_table(c: dict) -> str:
+    """The concept evaluation's table: each measure of the drawn images beside the same
+    measure on the calibration sets."""
+    calibration = c["calibration"]
+    columns = [k for k in CALIBRATION if k in calibration]
+
+    def cell(value) -> str:
+        return "—" if value is None else f"{value:.3f}" if value <= 1 else f"{value:.1f}"
+
+    rows = [
+        f"| {label} | {cell(c[source][key])} | "
+        + " | ".join(cell(calibration[k].get(key)) for k in columns)
+        + " |"
+        for label, source, key in CONCEPT_ROWS
+        if key in c.get(source, {})
+    ]
+    n = c["distinct_concepts"]
+    return "\n".join([
+        f"**Concepts**: {c['asked']} of the model's {n:,} concepts, {c['images_per_concept']} "
+        f"images a request (chance: R@1 {1 / n:.4f}, R@5 {5 / n:.4f}); FID of the two styles' "
+        f"real images of those concepts, real vs real: {c['fid_real_vs_real']:.1f}",
+        "",
+        "| measure | drawn | " + " | ".join(CALIBRATION[k] for k in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+        *rows,
+        "", "",
     ])  # fmt: skip
