@@ -117,6 +117,7 @@ def test_tone_and_style_probes_follow_the_image_and_fail_when_asked_the_opposite
     assert scorer.score(images, concepts, styles=swapped)["style_accuracy"] <= 0.3
 
 
+@pytest.mark.slow
 def test_evaluate_reports_concepts_beside_their_calibration(tmp_path):
     from diffusion_lit.evaluate import evaluate
     from diffusion_lit.train import train

@@ -137,6 +137,11 @@ def test_the_emoji_experiment_is_the_seeds_enhanced_unet_in_rgb_with_its_held_ou
     assert cfg.data.dataset._target_ == "diffusion_lit.data.emoji.Emoji"
     assert "thumbs up sign" in cfg.data.heldout.dark and "tulip" in cfg.data.heldout.twitter
     assert cfg.trainer.max_time == "00:01:00:00"
+    seed_size = compose_train(["experiment=emoji_56"], run_dir=tmp_path)  # the seed's 56 px
+    assert seed_size.data.image_size == seed_size.model.image_size == 56
+    assert seed_size.model.base_channels == cfg.model.base_channels
+    assert seed_size.data.heldout == cfg.data.heldout
+    assert seed_size.trainer.max_time == "00:02:00:00"
 
 
 def test_quickstart_experiment_runs_on_cpu_with_digits(tmp_path):
