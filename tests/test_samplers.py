@@ -201,3 +201,40 @@ def test_callback_sees_every_step_and_can_stop_the_sampling(name):
     with pytest.raises(Stop):
         run_sampler(name, optimal_eps, SCHEDULE, torch.randn(4, 1), 7, progress=False,
                     callback=stop_after_three)  # fmt: skip
+
+
+def test_a_sample_request_enters_each_module_at_most_twice(trained_run, tmp_path):
+    """The walk of a request is layered: along every call chain from the sample CLI down, each
+    of the package's modules is entered at most twice (counting the runs of its frames on the
+    stack); a module called back and forth would own a piece of another's job."""
+    import sys
+
+    from diffusion_lit import cli
+    from diffusion_lit.sample import sample
+
+    run_dir, _, _ = trained_run
+    cfg = cli.compose("sample", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "steps=3",
+                          "prompts=[a one]", "num_images=1", f"out_dir={tmp_path}"])  # fmt: skip
+    worst: dict[str, int] = {}
+
+    def entries(frame) -> dict[str, int]:
+        chain = []
+        while frame is not None:
+            name = frame.f_globals.get("__name__", "")
+            if name.startswith("diffusion_lit.") and (not chain or chain[-1] != name):
+                chain.append(name)
+            frame = frame.f_back
+        return {m: chain.count(m) for m in set(chain)}
+
+    def watch(frame, event, arg):
+        if event == "call":
+            for module, count in entries(frame).items():
+                worst[module] = max(worst.get(module, 0), count)
+
+    sys.setprofile(watch)
+    try:
+        sample(cfg)
+    finally:
+        sys.setprofile(None)
+    assert "diffusion_lit.diffusion.samplers" in worst
+    assert max(worst.values()) <= 2, {m: n for m, n in worst.items() if n > 2}

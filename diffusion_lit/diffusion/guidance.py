@@ -83,6 +83,10 @@ class Guidance:
         done = 1 - t / (timesteps - 1)  # t = T − 1 is 0, t = 0 is 1
         return self.interval[0] <= done <= self.interval[1]
 
+    def predictor(self, predict: Callable, schedule: NoiseSchedule, text, base=None) -> Callable:
+        """The guided ε̂ as a function of (x_t, t) alone, what a sampler's walk calls."""
+        return lambda x, t: self.noise(predict, schedule, x, t, text, base)
+
     def noise(
         self,
         predict: Callable,

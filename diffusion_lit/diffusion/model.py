@@ -150,23 +150,24 @@ class DiffusionModel:
                 known = Known(init, mask.to(self.device))
         text = text.map(lambda z: z.to(self.device))
         base = base.map(lambda z: z.to(self.device)) if base is not None else None
-        # per image, the first step whose prediction was not finite, kept on the device: the
+        # per image, the first step whose network output was not finite, kept on the device: the
         # sampler's steps make no host sync for it
-        first_bad = torch.full((len(text),), -1, device=self.device)
-        steps = 0
+        n, first_bad, steps = len(text), torch.full((len(text),), -1, device=self.device), 0
 
-        def noise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def predict(x_t: torch.Tensor, t: torch.Tensor, prompts) -> torch.Tensor:
+            """The network's passes (in bfloat16 autocast with bf16-mixed; the guidance and
+            the sampler sum in fp32), each image's non-finite outputs noted."""
             nonlocal first_bad, steps
-            # bf16-mixed: the network's passes in bfloat16 autocast, the sampler's sums in fp32
             with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
-                eps = guidance.noise(self.predict, self.schedule, x_t, t, text, base)
-            bad = ~eps.flatten(1).isfinite().all(1)
+                out = self.predict(x_t, t, prompts)
+            bad = ~out.flatten(1).isfinite().all(1).view(-1, n).any(0)  # over the passes
             first_bad = torch.where(bad & (first_bad < 0), steps, first_bad)
             steps += 1
-            return eps
+            return out
 
         x = denoise(
-            sampler, noise, self.schedule, x, taus, generator, progress, callback,
+            sampler, guidance.predictor(predict, self.schedule, text, base), self.schedule, x,
+            taus, generator, progress, callback,
             piece=lambda t: guidance.guides(t, self.schedule.timesteps), known=known,
             resample_jumps=options.resample_jumps,
         )  # fmt: skip
