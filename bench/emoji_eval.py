@@ -1,12 +1,12 @@
 """The emoji concept evaluation with a third artist's real emoji beside the drawn ones: OpenMoji
 (CC BY-SA 4.0; for calibration only, never trained on) from the npm registry (``npm pack
 openmoji``, or a ``.tgz`` given with ``--openmoji``), its SVGs rendered at 64 px by cairosvg
-(the ``bench`` extra) into ``data/openmoji/<code>.png``, then the evaluate CLI on a checkpoint
+(the ``bench`` extra) into ``data/openmoji/png/<code>.png``, then the evaluate CLI on a checkpoint
 with ``concept_calibration`` pointing there. The table goes to bench/RESULTS.md.
 
     python bench/emoji_eval.py <ckpt_path> [evaluate overrides ...] [--openmoji <tgz>]
 
-The tarball is read as a stranger's: only regular members under ``package/src/`` named
+The tarball is read as a stranger's: only regular members under ``package/color/svg/`` named
 ``*.svg``, none outside the package or a link, each at most 1 MB.
 """
 
@@ -38,26 +38,33 @@ def fetch(folder: Path) -> Path:
 
 def render(tgz: Path, out: Path) -> int:
     """Each emoji SVG of the tarball as ``<out>/<code>.png`` (lower case, as the emoji
-    packages name theirs), on white; returns how many."""
+    packages name theirs), on white; returns how many (an SVG cairosvg cannot draw is left
+    out and counted in a line)."""
     import cairosvg
     from PIL import Image
 
     from diffusion_lit.images import on_white
 
     out.mkdir(parents=True, exist_ok=True)
-    count = 0
+    count, failed = 0, 0
     with tarfile.open(tgz, "r:gz") as archive:
         for member in archive:
             name = member.name
-            if ".." in Path(name).parts or not name.startswith("package/src/"):
+            if ".." in Path(name).parts or not name.startswith("package/color/svg/"):
                 continue
             if not member.isfile() or not name.endswith(".svg") or member.size > MAX_SVG_BYTES:
                 continue
             svg = archive.extractfile(member).read(MAX_SVG_BYTES)
-            png = cairosvg.svg2png(bytestring=svg, output_width=SIZE, output_height=SIZE)
+            try:
+                png = cairosvg.svg2png(bytestring=svg, output_width=SIZE, output_height=SIZE)
+            except Exception:  # a construct cairosvg does not draw (markers without a node)
+                failed += 1
+                continue
             with Image.open(io.BytesIO(png)) as image:
                 on_white(image).save(out / f"{Path(name).stem.lower()}.png")
             count += 1
+    if failed:
+        print(f"{failed} SVGs of {tgz} could not be drawn by cairosvg: left out")
     return count
 
 

@@ -162,8 +162,8 @@ def test_another_artists_emoji_are_rendered_and_matched_by_code(scored, tmp_path
     _, real, _ = scored
     tgz = tmp_path / "openmoji-17.0.0.tgz"
     with tarfile.open(tgz, "w:gz") as archive:
-        for name in ["package/src/x/1F402-1F3FF.svg", "package/src/x/1F400-FE0F.svg",
-                     "package/src/../1F401.svg", "package/guidelines/1F403.svg"]:  # fmt: skip
+        for name in ["package/color/svg/1F402-1F3FF.svg", "package/color/svg/1F400-FE0F.svg",
+                     "package/color/svg/../1F401.svg", "package/guidelines/1F403.svg"]:  # fmt: skip
             info = tarfile.TarInfo(name)
             info.size = len(SVG)
             archive.addfile(info, io.BytesIO(SVG))

@@ -92,7 +92,7 @@ class ConceptJudge:
     :meth:`score` judges any images with the concepts (and tones, styles) asked for them."""
 
     def __init__(self, judge: ImageClassifier, real: RealImages):
-        self.judge, self.real = judge, real
+        self.judge = judge
         features = quality_features(judge, real.images).numpy()
         train = real.train.numpy()
         self.names = sorted({c for c, t in zip(real.concepts, train, strict=True) if t})
@@ -168,11 +168,12 @@ class ConceptJudge:
 
     def copies(self, images: torch.Tensor) -> float:
         """The share of ``images`` closer to a training image than it is to its nearest other
-        real image."""
+        real image. (A real image that is that nearest neighbour ties with it: the margin keeps
+        cdist's rounding, 1e-5 of a distance, from calling such a tie a copy.)"""
         caught = []
         for chunk in images.flatten(1).split(256):
             distances, nearest = torch.cdist(chunk, self.pixels).min(1)
-            caught.append(distances < self.radii[nearest])
+            caught.append(distances < self.radii[nearest] * (1 - 1e-3))
         return torch.cat(caught).float().mean().item()
 
 
