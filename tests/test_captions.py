@@ -365,7 +365,7 @@ def test_nested_guidance_draws_the_words_beyond_the_class_harder_and_leaves_clas
     assert nested.guidance.nested and not plain.guidance.nested
     assert not torch.equal(nested.images, plain.images)
     # a prompt of its class alone has no words beyond it: the same images, one pass fewer
-    assert pipe.class_only(["Draw a two"], pipe.embed(["Draw a two"]), nested.options) is None
+    assert pipe.class_only(["Draw a two"], pipe.embed(["Draw a two"]), nested.guidance) is None
     torch.testing.assert_close(
         pipe(["Draw a two"], 2, **kw).images,
         pipe(["Draw a two"], 2, attribute_scale=1.5, **kw).images,
