@@ -176,3 +176,14 @@ def test_another_artists_emoji_are_rendered_and_matched_by_code(scored, tmp_path
     assert concepts == ["thing 0", "thing 2"] and tones == [None, "dark"]
     assert images.shape == (2, 3, 8, 8) and images[0, 0, 0, 0] > 0.5 > images[0, 1, 0, 0]  # red
     assert (images[:, :, -1] == 1).all()  # the transparent half on white
+
+
+def test_the_rephrasings_asked_are_no_caption_of_the_data(tmp_path):
+    """conf/heldout/emoji.yaml's concept_phrasings say what no caption does, for every emoji."""
+    from omegaconf import OmegaConf
+
+    phrasings = OmegaConf.load(ROOT / "conf" / "heldout" / "emoji.yaml").concept_phrasings
+    data = Emoji(packages(tmp_path / "emoji"), heldout=HELDOUT)
+    said = {c for captions in data.captions for c in captions}
+    asked = {p.format(name=name) for p in phrasings for name in set(data.concepts)}
+    assert len(phrasings) >= 5 and "{name}" not in phrasings and not asked & said
