@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import OUT, SMOKE, config, record
+from common import OUT, SMOKE, config, option, record
 from omegaconf import open_dict
 
 from diffusion_lit.diffusion.options import SamplingOptions
@@ -52,10 +52,6 @@ def attribute_grid(ckpt, path, scale: float) -> None:
     images = pipe(prompts, 1, options=options).images[:, 0]
     save_grid(images.unflatten(0, (len(names), len(GRID_WORDS))), path)
     print(f"attribute grid: {path}")
-
-
-def option(name: str, default: str) -> str:
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 def trained(name: str, overrides: list[str], seed: int):

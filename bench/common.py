@@ -35,6 +35,11 @@ NEW_RECIPE = {
 }  # fmt: skip
 
 
+def option(name: str, default: str | None = None) -> str | None:
+    """The value after ``name`` on the command line (``--steps 20``), else ``default``."""
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
 def overrides_of(settings: dict) -> list[str]:
     """OLD_RECIPE updated with ``settings``, as Hydra overrides."""
 

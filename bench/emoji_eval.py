@@ -16,7 +16,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from common import ROOT, config, record
+from common import ROOT, config, option, record
 
 from diffusion_lit.evaluate import evaluate
 from diffusion_lit.evaluation.report import concept_table
@@ -66,10 +66,6 @@ def render(tgz: Path, out: Path) -> int:
     if failed:
         print(f"{failed} SVGs of {tgz} could not be drawn by cairosvg: left out")
     return count
-
-
-def option(name: str) -> str | None:
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
 
 
 def main() -> None:

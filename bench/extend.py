@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import OUT, SMOKE, config, record
+from common import OUT, SMOKE, config, option, record
 from omegaconf import open_dict
 
 from diffusion_lit.diffusion.options import SamplingOptions
@@ -84,10 +84,6 @@ MODES = {
 SMOKE_OVERRIDES = ["data.image_size=8", "model.base_channels=4", "model.time_dim=8",
                    "schedule.timesteps=20", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                    "lr_scheduler.warmup_steps=0", "replay.images_per_class=2"]  # fmt: skip
-
-
-def option(name: str, default: str) -> str:
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 def names(classes: list[str]) -> str:

@@ -25,6 +25,7 @@ from common import (
     StepClock,
     config,
     data_option,
+    option,
     overrides_of,
     record,
 )
@@ -68,10 +69,6 @@ SMOKE_OVERRIDES = [
     "data.image_size=8", "model.base_channels=4", "model.time_dim=8", "schedule.timesteps=20",
     "trainer.enable_progress_bar=false", "lr_scheduler.warmup_steps=2",
 ]  # fmt: skip
-
-
-def option(name: str, default: str) -> str:
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 def overrides_given() -> list[str]:

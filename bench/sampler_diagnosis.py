@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import OUT, SMOKE, config, record
-from sampling import newest_checkpoint, option
+from common import OUT, SMOKE, config, option, record
+from sampling import newest_checkpoint
 
 from diffusion_lit.diffusion.samplers import spaced_timesteps
 from diffusion_lit.evaluate import model_data_judge

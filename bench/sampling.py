@@ -20,7 +20,7 @@ its judge classifier is trained the first time.
 import sys
 from pathlib import Path
 
-from common import OUT, ROOT, SMOKE, config, record
+from common import OUT, ROOT, SMOKE, config, option, record
 
 from diffusion_lit.diffusion.options import SamplingOptions
 from diffusion_lit.evaluate import evaluate
@@ -54,10 +54,6 @@ if SMOKE:
     INTERVALS = "1@0-1,3@0.4-1"
 HEADER = ["| {} | img/s | accuracy | FID ÷ real | diversity | penultimate diversity "
           "| precision | recall |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-
-
-def option(name: str, default: str) -> str:
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 def newest_checkpoint() -> Path:

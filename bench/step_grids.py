@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import OUT, SMOKE, config, record
-from sampling import newest_checkpoint, option
+from common import OUT, SMOKE, config, option, record
+from sampling import newest_checkpoint
 
 from diffusion_lit.diffusion import samplers
 from diffusion_lit.diffusion.samplers import spaced_timesteps

@@ -11,7 +11,7 @@ unrelated requests flagged. The pipeline flags below ``text.nearest.UNFAMILIAR_B
 import sys
 from pathlib import Path
 
-from common import ROOT, SMOKE, record
+from common import ROOT, SMOKE, option, record
 from omegaconf import OmegaConf
 
 from diffusion_lit.pipeline import TextToImage
@@ -31,10 +31,6 @@ UNRELATED = [
 UNRELATED_WITH_WORDS = ["a thick red car", "a thin cat", "a house, slanted right",
                         "a thick letter A", "a dark mountain lake", "a large airplane"]  # fmt: skip
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
-
-
-def option(name: str, default: str) -> str:
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
 def heldout_combinations(pipe: TextToImage) -> list[str]:
