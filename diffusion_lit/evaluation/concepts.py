@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from diffusion_lit import files
+from diffusion_lit.data.datamodule import image_transform
 from diffusion_lit.data.emoji import STYLES, TONES
 from diffusion_lit.diffusion.options import SamplingOptions
+from diffusion_lit.edit_images import open_image
 from diffusion_lit.errors import UserError
 from diffusion_lit.evaluation.attributes import auc
 from diffusion_lit.evaluation.judge import ImageClassifier, predict, stack
@@ -203,15 +204,13 @@ def unseen_style(folder: Path, real: RealImages, size: int, channels: int):
     rendered by ``bench/emoji_eval.py``): the images in [−1, 1] with their concepts and tones,
     for the codes the data has."""
     by_code = {_plain(c): i for i, c in enumerate(real.codes)}
+    transform = image_transform(size, channels, hflip=False)  # as the real images are read
     images, concepts, tones = [], [], []
     for path in sorted(Path(folder).glob("*.png")):
         i = by_code.get(_plain(path.stem))
         if i is None or not files.is_file(path, Path(folder)):
             continue
-        with Image.open(path) as image:
-            rgb = on_white(image).resize((size, size), Image.Resampling.BICUBIC)
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
-        images.append(pixels.mean(0, keepdim=True) if channels == 1 else pixels)
+        images.append(transform(on_white(open_image(path, Path(folder)))))  # bounded reading
         concepts.append(real.concepts[i])
         tones.append(real.tones[i])
     if not images:
@@ -269,7 +268,8 @@ def concept_following(
             if requests:
                 result[key] = _asked_with_words(scorer, draw, n, kind, requests, extra)
 
-    same = [i for i, c in enumerate(real.concepts) if c in set(asked)]
+    asked_once = set(asked)
+    same = [i for i, c in enumerate(real.concepts) if c in asked_once]
     by_style = {s: real.images[[i for i in same if real.styles[i] == s]] for s in STYLES}
     result["drawn"]["fid"] = distribution_distance(judge, real.images[same], named)["fid"]
     result["fid_real_vs_real"] = distribution_distance(judge, *by_style.values())["fid"]
