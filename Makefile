@@ -22,10 +22,10 @@ train: $(STAMP)
 	$(BIN)/python -m diffusion_lit.train experiment=quickstart $(ARGS)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 # the pages of docs/ as a static site in site/ (offline); the pages read as they are on GitHub too
 docs: $(STAMP)

@@ -16,6 +16,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: tests run offline
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread a worker (and its children)
+    os.environ["OMP_NUM_THREADS"] = "1"  # N workers of 2 threads each on N cores wait on each other
 
 from diffusion_lit import cli  # noqa: E402
 

@@ -311,6 +311,7 @@ def test_the_reading_calibrates_on_the_training_vocabulary_alone():
     assert pen.words == {} and pen.caption == "Draw a seven"
 
 
+@pytest.mark.slow
 def test_the_attribute_measure_calibrates_between_real_splits_and_a_model_that_ignores_words(
     trained_run, tmp_path
 ):

@@ -155,6 +155,7 @@ SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 72">'
        b'<rect width="72" height="36" fill="#d22f27"/></svg>')  # fmt: skip
 
 
+@pytest.mark.slow
 def test_another_artists_emoji_are_rendered_and_matched_by_code(scored, tmp_path):
     """bench/emoji_eval.py renders OpenMoji's SVGs by code (upper case, with variation
     selectors), skipping what is not an emoji of the package; the calibration set matches them

@@ -190,9 +190,10 @@ def test_a_newer_format_asks_for_an_upgrade(format2, tmp_path):
 
 
 FORMAT2 = ROOT / "tests" / "data" / "format2"  # written by the code of commit 0c538b5
-# bit-exact on the CPU that wrote them; another CPU's kernels round differently (2e-6 seen on
-# another EPYC), where another model, sampler or prompt moves pixels by 1e-2 and more
-ATOL = 1e-5
+# bit-exact on the CPU and thread count that wrote them; another CPU's kernels round differently
+# (2e-6 seen on another EPYC), one thread instead of two by 1.2e-5 (a test worker of make test),
+# where another model, sampler or prompt moves pixels by 1e-2 and more
+ATOL = 5e-5
 
 
 @pytest.mark.parametrize("form", ["model.ckpt", "export"])
