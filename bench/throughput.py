@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from common import OUT, SMOKE, LightningStepClock, StepClock, config, record
 
 from diffusion_lit.diffusion.schedule import NoiseSchedule
+from diffusion_lit.text.prompt_bank import PromptBank
 from diffusion_lit.train import train
 from diffusion_lit.training.config import build
 
@@ -60,13 +61,16 @@ def lightning_img_per_s(overrides: list[str], run_dir) -> float:
 
 
 def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
-    """The same diffusion step as a hand-written loop: no trainer, no metrics, no EMA."""
+    """The same diffusion step as a hand-written loop: no trainer, no metrics, no EMA; the
+    recipe's gradient clipping, which changes what is learnt, included."""
     cfg = config([*COMMON, *overrides])
     datamodule = build(cfg.data)
     datamodule.setup("fit")
-    encoder = build(cfg.text_encoder)
-    prompts = encoder.encode([p[0] for p in datamodule.class_prompts])  # each class's first
+    # the same text as training: a caption of each image, drawn at random among its own
+    bank = PromptBank(datamodule.class_names, datamodule.class_prompts)
+    bank.fill(build(cfg.text_encoder))
     device = torch.device("cpu" if CPU else "cuda")
+    bank.to(device)
     net = (net or build(cfg.model)).to(device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     bf16 = cfg.trainer.precision == "bf16-mixed"  # as Lightning's: autocast around the forward
@@ -78,12 +82,14 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
     clock = StepClock(WARMUP)
     batches = itertools.chain.from_iterable(itertools.repeat(datamodule.train_dataloader()))
     for _ in range(STEPS):
-        x0, labels, _ = (z.to(device) for z in next(batches))
+        x0, labels, *rows = (z.to(device) for z in next(batches))
         clock.start()
+        width = rows[0].shape[1] if rows else bank.where.shape[1]  # rows: (B, K) its captions
+        drawn = torch.randint(width, (len(x0),), device=device)
+        text = bank.lookup(labels, rows[0].gather(1, drawn[:, None])[:, 0] if rows else drawn)
         t = torch.randint(schedule.timesteps, (len(x0),), device=device)
         noise = torch.randn_like(x0)
         x_t = schedule.add_noise(x0, noise, t).contiguous(memory_format=fmt)
-        text = prompts.map(lambda z, labels=labels: z.to(device)[labels.cpu()])
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             pred = net(x_t, t, text.pooled, text.tokens, text.mask)
         pred = (
@@ -92,6 +98,8 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
         loss = F.mse_loss(pred.float(), noise)
         optimizer.zero_grad()
         loss.backward()
+        if cfg.trainer.gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
         optimizer.step()
         clock.stop(len(x0))
     return clock.img_per_s(), sum(p.numel() for p in net.parameters())

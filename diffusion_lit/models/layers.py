@@ -3,11 +3,12 @@ attention."""
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from diffusion_lit import checks
 from diffusion_lit.errors import BadValue, UserError
@@ -163,9 +164,19 @@ class Attention(nn.Module):
         q, k, v = (
             z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in (q, k, v)
         )  # (B, nh, N, hs)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        with sdpa_kernel(SDPBackend.MATH) if _slow_to_train(q) else nullcontext():
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = self.proj(out.transpose(1, 2).flatten(2))  # (B, HW, C)
         return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _slow_to_train(q: torch.Tensor) -> bool:
+    """PyTorch's fused (flash) attention on a CPU is slow to train in bfloat16: its backward
+    took 3-10x the plain (math) kernel's at these models' head sizes and text lengths (63 vs
+    13 ms for 64 images of 256 positions over 17 tokens), making a bf16-mixed step of the
+    enhanced UNet slower than a 32-bit one; its forward is as fast, and in 32-bit it wins
+    (bench/RESULTS.md)."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
 
 
 def check_unet(

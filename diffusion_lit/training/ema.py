@@ -22,6 +22,7 @@ class WarmupEMAModel(AveragedModel):
     def __init__(self, model: torch.nn.Module, decay: float, **kwargs):
         super().__init__(model, **kwargs)
         self.decay = decay
+        self._pairs: tuple | None = None  # (model, averaged, current, others): see _paired
         # the prompt bank is fixed while training: the copy shares the model's, instead of
         # holding (and averaging, every step) a second copy of every caption's encoding
         for name, module in model.named_modules():
@@ -36,22 +37,32 @@ class WarmupEMAModel(AveragedModel):
                    for b in m.buffers(recurse=False)]  # fmt: skip
         return [*model.parameters(), *buffers]
 
+    def _paired(self, model: torch.nn.Module) -> tuple[list, list, list]:
+        """The averaged and the model's floating-point tensors, and the other pairs: gathered
+        once for a model (its tensors are updated in place while it trains; walking its modules
+        every step cost more than the update itself)."""
+        if self._pairs is None or self._pairs[0] is not model:
+            pairs = list(zip(self._tensors(self.module), self._tensors(model), strict=True))
+            floats = [(a, c.detach()) for a, c in pairs if a.is_floating_point()]
+            averaged, current = (list(z) for z in zip(*floats, strict=True)) if floats else ([], [])
+            others = [(a, c.detach()) for a, c in pairs if not a.is_floating_point()]
+            self._pairs = (model, averaged, current, others)
+        return self._pairs[1:]
+
     @torch.no_grad()
     def update_parameters(self, model: torch.nn.Module) -> None:
-        pairs = list(zip(self._tensors(self.module), self._tensors(model), strict=True))
+        averaged, current, others = self._paired(model)
         n = self.n_averaged
         weight = 1 - ((1 + n) / (10 + n)).clamp(max=self.decay)
         weight = torch.where(n == 0, torch.ones_like(weight), weight)  # the first: a copy
-        floats = [(a, c.detach().to(a.device)) for a, c in pairs if a.is_floating_point()]
-        if floats:
-            averaged, current = (list(z) for z in zip(*floats, strict=True))
+        if averaged:
+            device = averaged[0].device
+            if current[0].device != device:  # an average kept on another device
+                current = [c.to(device) for c in current]
             # averaged += weight · (current − averaged), one kernel
-            torch._foreach_lerp_(
-                averaged, current, weight.to(averaged[0].device, averaged[0].dtype)
-            )
-        for a, c in pairs:
-            if not a.is_floating_point():  # counters and flags: the model's own
-                a.copy_(c.detach())
+            torch._foreach_lerp_(averaged, current, weight.to(device, averaged[0].dtype))
+        for a, c in others:  # counters and flags: the model's own
+            a.copy_(c)
         self.n_averaged += 1
 
 
