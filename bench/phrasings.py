@@ -15,9 +15,11 @@ sight while the reading was built, for a final measure.
 
 import sys
 
+import numpy as np
 from common import judged_checkpoint, record
 
 from diffusion_lit.evaluation.attributes import pair_templates, words_followed
+from diffusion_lit.evaluation.judge import predict, stack
 from diffusion_lit.evaluation.phrasings import phrasing_sets, prompt_accuracy
 from diffusion_lit.pipeline import TextToImage
 from diffusion_lit.text.reading import RequestReader, _runs
@@ -55,6 +57,22 @@ def misses(reader: RequestReader, asked: dict, name: str) -> tuple[list[str], li
                                   f"{reader.forms[best][2]!r} of {reader.forms[best][1]!r}, "
                                   f"{sims[best]:.2f})")  # fmt: skip
     return rows, missed
+
+
+def judge_on_real(datamodule, judge, attributes: list[str]) -> str:
+    """The judge's accuracy on the real held-out images captioned with each attribute word: the
+    ceiling of the class accuracies above. Where it is high and the drawn images' low, the model
+    loses the class for the word; where it is low, the judge cannot read such images."""
+    images, labels = stack(datamodule.val_set)
+    right = (predict(judge, images) == labels).numpy()
+    cells = []
+    for attribute in attributes:
+        words = np.asarray(datamodule.captions.words[attribute], dtype=object)
+        words = words[datamodule.val_set.indices]
+        for word in datamodule.attribute_words[attribute]:
+            mine = words == word
+            cells.append(f"{attribute} {word} {right[mine].mean():.1%} ({mine.sum()})")
+    return "; ".join(cells)
 
 
 def main() -> None:
@@ -99,9 +117,12 @@ def main() -> None:
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
 
     notes = ""
+    if trained_words:
+        notes = ("\n\nThe judge on real held-out images of each caption word (images): "
+                 + judge_on_real(datamodule, judge, list(trained_words)) + ".")  # fmt: skip
     if pipe.reader is not None and asked:
         read, missed = misses(pipe.reader, asked, classes[-1].replace("_", " "))
-        notes = "\n\nHow the default reading read the held-out attribute phrasings (for "
+        notes += "\n\nHow the default reading read the held-out attribute phrasings (for "
         notes += f"'{classes[-1]}'):\n\n| attribute | word | read as it | none | another |\n"
         notes += "|---|---|---|---|---|\n" + "\n".join(read)
         notes += "\n\nMissed (MiniLM's nearest form of any word, and its cosine):\n\n"
