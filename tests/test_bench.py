@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TINY, compose_train
 
 
 def run_bench(script: str, *args: str) -> str:
@@ -89,11 +89,21 @@ def test_unfamiliar_bench_smoke(trained_run):
 
 
 @pytest.mark.slow
-def test_phrasings_bench_smoke(trained_run):
-    run_dir, _, _ = trained_run
-    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
-    out = run_bench("phrasings.py", ckpt, "data=digits", "data.image_size=8", "steps=2")
+def test_phrasings_bench_smoke(tmp_path):
+    from diffusion_lit.train import train
+
+    # a model of the attribute captions: its reading, its words and the judge's ceiling on them
+    overrides = [o for o in TINY if not o.startswith("data.attributes")]
+    train(compose_train([*overrides, f"data.measure_cache={tmp_path}"], run_dir=tmp_path / "run"))
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    out = run_bench("phrasings.py", ckpt, "data=digits", "data.image_size=8", "steps=2",
+                    f"data.measure_cache={tmp_path}")  # fmt: skip
     assert "| own embedding | " in out and "| nearest training caption | " in out
+    assert "| in its words (the default) | " in out
+    ceiling = re.search(r"real held-out images of each caption word \(images\): (.*)\.", out)
+    words = re.findall(r"(thickness thin|thickness thick|slant slanted left|slant upright|"
+                       r"slant slanted right) (\d+\.\d)% \((\d+)\)", ceiling[1])  # fmt: skip
+    assert len(words) == 5 and all(int(n) > 0 for _, _, n in words)
 
 
 @pytest.mark.slow
