@@ -331,8 +331,10 @@ def test_a_rephrasing_is_drawn_as_its_nearest_training_prompt_unless_told_otherw
     assert torch.equal(snapped.images, pipe([found.nearest, "Draw a one"], **kw).images)
     own = pipe([rephrasing, "Draw a one"], **kw, nearest_prompt=False)
     assert own.drawn_as == [rephrasing, "Draw a one"] and not own.substitutions
-    assert not torch.equal(own.images[0], snapped.images[0])
-    assert torch.equal(own.images[1], snapped.images[1])
+    assert (own.images[0] - snapped.images[0]).abs().max() > 1e-2
+    # the training prompt, encoded in another batch: the same to rounding (bit-equal with
+    # AVX-512 kernels, 2e-6 apart with AVX2 ones)
+    torch.testing.assert_close(own.images[1], snapped.images[1], atol=1e-5, rtol=0)
 
 
 def test_sample_cli_lists_what_the_model_can_draw(trained_run, capsys):
