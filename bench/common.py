@@ -94,7 +94,12 @@ def sync() -> None:
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    from diffusion_lit.diffusion.precision import native_bf16
+
+    kernels = torch.backends.cpu.get_cpu_capability()  # AVX512, AVX2, ... (what ATen runs)
+    bf16 = "native bf16" if native_bf16("cpu") else "no native bf16"
+    return (f"{platform.machine()} CPU ({kernels} kernels, {bf16}), {torch.get_num_threads()} "
+            f"threads, torch {torch.__version__}")  # fmt: skip
 
 
 class StepClock:
