@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+# the suite in two worker processes of one thread each (pytest-xdist; tests/conftest.py)
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 # the newest run's last checkpoint, for `make sample`
 CKPT ?= $(shell ls -t outputs/runs/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
@@ -22,10 +24,10 @@ train: $(STAMP)
 	$(BIN)/python -m diffusion_lit.train experiment=quickstart $(ARGS)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 # the pages of docs/ as a static site in site/ (offline); the pages read as they are on GitHub too
 docs: $(STAMP)

@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from diffusion_lit import cli
+from diffusion_lit.diffusion.precision import native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DIFFUSION_LIT_DATA", str(ROOT / "data"))  # data/ from any folder
@@ -94,8 +95,6 @@ def sync() -> None:
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    from diffusion_lit.diffusion.precision import native_bf16
-
     kernels = torch.backends.cpu.get_cpu_capability()  # AVX512, AVX2, ... (what ATen runs)
     bf16 = "native bf16" if native_bf16("cpu") else "no native bf16"
     return (f"{platform.machine()} CPU ({kernels} kernels, {bf16}), {torch.get_num_threads()} "
