@@ -8,7 +8,9 @@
    same plain loop, with parameter counts.
 
 img/s is the median over training steps after warm-up (each step timed from its batch to the
-optimizer update; data loading excluded).
+optimizer update; data loading excluded). The two loops take their steps in turn in one process
+(a plain step after each Lightning step), so that both see the same machine: on a shared CPU
+whose speed drifts, two runs of one loop a minute apart differed by up to ±10 %.
 
     python bench/throughput.py [--size NAME] [--steps N] [--no-compile] [--smoke]
     # --size: the sizes whose name starts so; --steps: training steps per measurement (12);
@@ -18,7 +20,9 @@ optimizer update; data loading excluded).
 
 import itertools
 import sys
+from collections.abc import Callable, Iterator
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from common import OUT, SMOKE, LightningStepClock, StepClock, config, record
@@ -55,16 +59,38 @@ COMMON = ["data=digits", "data.num_workers=0", "trainer=cpu" if CPU else "traine
           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
 
 
-def lightning_img_per_s(overrides: list[str], run_dir) -> float:
+def lightning_and_plain_img_per_s(overrides: list[str], run_dir) -> tuple[float, float]:
+    """This project's Lightning training and the plain loop (:func:`plain_loop`) of the same
+    model and data, interleaved: a plain step after every Lightning step, outside its clock."""
     cfg = config([*COMMON, *overrides, f"paths.run_dir={run_dir}"])
-    clock = StepClock(WARMUP)
-    train(cfg, extra_callbacks=[LightningStepClock(clock)])
-    return clock.img_per_s()
+    lightning, plain = StepClock(WARMUP), StepClock(WARMUP)
+    batches, step, _ = plain_loop(overrides)
+
+    class PlainStepBeside(L.Callback):  # after LightningStepClock's on_train_batch_end
+        def on_train_batch_end(self, *args):
+            batch = next(batches)
+            plain.start()
+            plain.stop(step(batch))
+
+    train(cfg, extra_callbacks=[LightningStepClock(lightning), PlainStepBeside()])
+    return lightning.img_per_s(), plain.img_per_s()
 
 
 def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
+    """The plain loop's img/s alone, and its parameter count."""
+    batches, step, parameters = plain_loop(overrides, net)
+    clock = StepClock(WARMUP)
+    for batch in itertools.islice(batches, STEPS):
+        clock.start()
+        clock.stop(step(batch))
+    return clock.img_per_s(), parameters
+
+
+def plain_loop(overrides: list[str], net=None) -> tuple[Iterator, Callable[[tuple], int], int]:
     """The same diffusion step as a hand-written loop: no trainer, no metrics, no EMA; the
-    recipe's gradient clipping, which changes what is learnt, included."""
+    recipe's gradient clipping, which changes what is learnt, included. Returns the training
+    batches (endless, on the device), the step (a batch → its number of images) and the
+    network's parameter count."""
     cfg = config([*COMMON, *overrides])
     datamodule = build(cfg.data)
     datamodule.setup("fit")
@@ -81,11 +107,12 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
         net.compile()
     schedule = NoiseSchedule(**cfg.schedule).to(device)
     optimizer = build(cfg.optimizer)(params=net.parameters())
-    clock = StepClock(WARMUP)
-    batches = itertools.chain.from_iterable(itertools.repeat(datamodule.train_dataloader()))
-    for _ in range(STEPS):
-        x0, labels, *rows = (z.to(device) for z in next(batches))
-        clock.start()
+    loader = itertools.chain.from_iterable(itertools.repeat(datamodule.train_dataloader()))
+    batches = (tuple(z.to(device) for z in batch) for batch in loader)
+    clip = cfg.trainer.gradient_clip_val
+
+    def step(batch: tuple) -> int:
+        x0, labels, *rows = batch
         width = rows[0].shape[1] if rows else bank.where.shape[1]  # rows: (B, K) its captions
         drawn = torch.randint(width, (len(x0),), device=device)
         text = bank.lookup(labels, rows[0].gather(1, drawn[:, None])[:, 0] if rows else drawn)
@@ -94,17 +121,16 @@ def plain_loop_img_per_s(overrides: list[str], net=None) -> tuple[float, int]:
         x_t = schedule.add_noise(x0, noise, t).contiguous(memory_format=fmt)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             pred = net(x_t, t, text.pooled, text.tokens, text.mask)
-        pred = (
-            pred.sample if hasattr(pred, "sample") else pred
-        )  # diffusers returns an output object
+        pred = pred.sample if hasattr(pred, "sample") else pred  # diffusers' output object
         loss = F.mse_loss(pred.float(), noise)
         optimizer.zero_grad()
         loss.backward()
-        if cfg.trainer.gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.gradient_clip_val)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
-        clock.stop(len(x0))
-    return clock.img_per_s(), sum(p.numel() for p in net.parameters())
+        return len(x0)
+
+    return batches, step, sum(p.numel() for p in net.parameters())
 
 
 class DiffusersUNet(torch.nn.Module):
@@ -140,11 +166,12 @@ def main() -> None:
                 if variant == "torch.compile" and not size.startswith("quickstart"):
                     continue  # minutes of compiling per model on a CPU: the small size shows it
                 overrides = [f"model={model}", *size_overrides, *extra]
-                lit = lightning_img_per_s(overrides, OUT / model)
-                plain, _ = plain_loop_img_per_s(overrides)
+                lit, plain = lightning_and_plain_img_per_s(overrides, OUT / model)
                 rows.append(f"| {size} | {model} | {variant} | {lit:.0f} | {plain:.0f} "
                             f"| {lit / plain:.2f} |")  # fmt: skip
-    record("Training throughput: Lightning vs a plain PyTorch loop", "\n".join(rows))  # fmt: skip
+    record("Training throughput: Lightning vs a plain PyTorch loop", "\n".join(rows),
+           notes="The two loops take their steps in turn in one process (the tables above this "
+           "one's: one loop's run after the other's).")  # fmt: skip
 
     peer = [
         "| size | model | parameters | plain loop img/s | × enhanced |",
