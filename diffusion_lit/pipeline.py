@@ -324,13 +324,18 @@ class TextToImage:
     ) -> TextEmbedding | None:
         """For guidance with a scale of its own for the words beyond the class, each prompt's
         class alone (``text``: the prompts' embeddings): its nearest training prompt among
-        those that name no attribute ("a seven" for "a thick seven"); None without such
-        guidance, or when every prompt is of its class alone (one network pass fewer)."""
+        those that name no attribute ("a seven" for "a thick seven"), and a prompt of its class
+        alone its own embedding; None without such guidance, or when every prompt is of its
+        class alone (one network pass fewer)."""
         if not (self.attributes and guidance.nested):
             return None
         plain = [p for ps in self.class_prompts.values() for p in ps]
         bases = nearest_of(text, self.model.prompts, plain)
-        return None if bases == prompts else self.model.prompts.stored(bases)
+        if bases == prompts:
+            return None
+        alone = torch.tensor([b == p for b, p in zip(bases, prompts, strict=True)],
+                             device=text.pooled.device)  # fmt: skip
+        return text.where(alone, self.model.prompts.stored(bases))
 
     @staticmethod
     def to_pil(images: torch.Tensor) -> list[list[Image.Image]]:

@@ -367,7 +367,10 @@ def test_nested_guidance_draws_the_words_beyond_the_class_harder_and_leaves_clas
     assert not torch.equal(nested.images, plain.images)
     # a prompt of its class alone has no words beyond it: the same images, one pass fewer
     assert pipe.class_only(["Draw a two"], pipe.embed(["Draw a two"]), nested.guidance) is None
-    torch.testing.assert_close(
-        pipe(["Draw a two"], 2, **kw).images,
-        pipe(["Draw a two"], 2, attribute_scale=1.5, **kw).images,
-    )
+    alone = pipe(["Draw a two"], 2, **kw).images
+    torch.testing.assert_close(alone, pipe(["Draw a two"], 2, attribute_scale=1.5, **kw).images)
+    # beside a prompt that says more (whose class is guided harder), it keeps its own guidance
+    beside = pipe(["Draw a two", "a thick two"], 2, **kw).images
+    twice = pipe(["Draw a two", "Draw a two"], 2, **kw).images  # the same noise: a batch of 4
+    torch.testing.assert_close(beside[0], twice[0], atol=1e-5, rtol=0)
+    assert (beside[1] - twice[1]).abs().max() > 1e-2

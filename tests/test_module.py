@@ -186,16 +186,23 @@ def test_text_noise_jitters_prompts_in_training_only():
 
 
 def test_nested_guidance_scales_the_words_beyond_the_class_on_their_own():
-    """ε = ε_u + w (ε_base − ε_u) + w_a (ε − ε_base) (InstructPix2Pix's nested form); w_a = w
-    is plain guidance, and without a base prompt it is plain guidance too."""
+    """ε = ε_u + w_c (ε_base − ε_u) + w_a (ε − ε_base) (InstructPix2Pix's nested form), the
+    class at w_c = max(w, w_a) where the prompt says more than its class and plain guidance at w
+    where it is its own base; w_a = w is plain guidance, and without a base prompt too."""
     module = tiny_module("simple").eval()
     x, t, text = inputs(module)
     base = module.prompts.lookup(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 0, 0]))
+    alone = torch.tensor([True, False, False, True])  # the class prompts: their own base
     predict = module.model.predict
     cond, classed, uncond = predict(x, t, text), predict(x, t, base), predict(x, t, text.null())
-    nested = Guidance(1.5, attribute_scale=4.0).noise(predict, module.schedule, x, t, text, base)
-    torch.testing.assert_close(nested, uncond + 1.5 * (classed - uncond) + 4.0 * (cond - classed))
     plain = guided_noise(module, x, t, text, 1.5)
+    for w_a, w_c in ((4.0, 4.0), (1.0, 1.5)):  # words guided harder, and more weakly
+        nested = Guidance(1.5, attribute_scale=w_a).noise(
+            predict, module.schedule, x, t, text, base
+        )
+        expected = uncond + w_c * (classed - uncond) + w_a * (cond - classed)
+        torch.testing.assert_close(nested[~alone], expected[~alone])
+        torch.testing.assert_close(nested[alone], plain[alone])
     same = Guidance(1.5, attribute_scale=1.5).noise(predict, module.schedule, x, t, text, base)
     torch.testing.assert_close(same, plain)
     no_base = Guidance(1.5, attribute_scale=4.0).noise(predict, module.schedule, x, t, text)

@@ -47,6 +47,18 @@ class TextEmbedding:
         tokens = torch.nn.functional.pad(self.tokens, (0, 0, 0, extra))
         return TextEmbedding(self.pooled, tokens, torch.nn.functional.pad(self.mask, (0, extra)))
 
+    def where(self, keep: torch.Tensor, other: "TextEmbedding") -> "TextEmbedding":
+        """Row by row, this one's prompt where ``keep`` (B,) is True, else ``other``'s; the
+        shorter token sequences padded (masked) to the longer's length."""
+        length = max(self.tokens.shape[1], other.tokens.shape[1])
+        a, b = self.padded(length), other.padded(length)
+
+        def pick(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.where(keep.view(-1, *[1] * (x.dim() - 1)), x, y)
+
+        return TextEmbedding(pick(a.pooled, b.pooled), pick(a.tokens, b.tokens),
+                             pick(a.mask, b.mask))  # fmt: skip
+
     def map(self, fn) -> "TextEmbedding":
         """Applies ``fn`` to each tensor: indexing, ``repeat_interleave``, device moves, ..."""
         return TextEmbedding(fn(self.pooled), fn(self.tokens), fn(self.mask))
