@@ -152,7 +152,7 @@ def test_quickstart_experiment_runs_on_cpu_with_digits(tmp_path):
     assert cfg.data.dataset._target_ == "diffusion_lit.data.Digits"
     assert cfg.trainer.accelerator == "cpu"
     # its models sample with the guidance its sweep chose (bench/RESULTS.md)
-    assert own_guidance(cfg) == Guidance(1.25, (0.0, 0.7))
+    assert own_guidance(cfg) == Guidance(1.25, (0.0, 0.7), attribute_scale=5.0)
 
 
 @pytest.mark.parametrize("debug", options("debug"))
